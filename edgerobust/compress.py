@@ -1,0 +1,104 @@
+"""Compression commands that produce new checkpoints: PTSQ int8 (here), pruning and distillation.
+
+Every compressed checkpoint records its ``parent`` (path and sha256) in its spec's origin, so an
+artifact can always be traced back to the fp32 model it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerobust.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from edgerobust.data import origin_images
+from edgerobust.errors import ConfigError
+from edgerobust.progress import NullReporter, Reporter
+from edgerobust.runtimes.manifest import atomic_write_json
+from edgerobust.runtimes.preprocess import to_input
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    checkpoint: str
+    engine: str = "x86"
+    calib_batches: int = 16
+    batch_size: int = 8
+    out: str | None = None  # default: <checkpoint's run folder>-int8-<engine>
+    data: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """PTSQ: fuse, calibrate on source training images, save the calibrated state.
+
+    Returns a record with int8 vs fp32 accuracy on the source validation split.
+    """
+    import torch
+
+    from edgerobust.quantize import calibrate, convert_prepared, prepare_ptsq
+    from edgerobust.train import accuracy
+
+    rep = reporter or NullReporter()
+    if cfg.calib_batches < 1:
+        raise ConfigError(f"--calib-batches must be >= 1, got {cfg.calib_batches}")
+    src = load_checkpoint(cfg.checkpoint)
+    if src.spec.quant:
+        raise ConfigError(
+            f"{src.path} is already int8 ({src.spec.quant['engine']}): quantize its fp32 parent"
+        )
+    _, images, train_idx = origin_images(src.spec.origin, "train", src.spec.input_size, cfg.data)
+    _, _, val_idx = origin_images(src.spec.origin, "val", src.spec.input_size, cfg.data)
+    idx = [i for i in train_idx if images.ok[i]]
+    n = min(len(idx), cfg.calib_batches * cfg.batch_size)
+    pick = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, n)]
+    batches = [
+        to_input(np.asarray(images.pixels[pick[i : i + cfg.batch_size]]))
+        for i in range(0, n, cfg.batch_size)
+    ]
+    prepared = prepare_ptsq(src.model, cfg.engine)
+    t = rep.task(f"calibrate ({cfg.engine})", len(batches))
+    n_cal = calibrate(prepared, batches, progress=lambda i: rep.advance(t))
+    rep.done(t)
+    int8 = convert_prepared(prepared, cfg.engine)
+    out = (
+        Path(cfg.out)
+        if cfg.out
+        else src.path.parent.with_name(f"{src.path.parent.name}-int8-{cfg.engine}")
+    )
+    spec = src.spec.__class__(
+        **{
+            **src.spec.__dict__,
+            "quant": {"scheme": "ptsq-eager", "engine": cfg.engine, "calibration_images": n_cal},
+        },
+    ).with_origin(
+        **{
+            **src.spec.origin,
+            "kind": "quantize",
+            "parent": str(src.path),
+            "parent_sha256": src.sha256,
+        }
+    )
+    ckpt = save_checkpoint(out / CHECKPOINT_NAME, prepared, spec)
+    torch.backends.quantized.engine = cfg.engine
+    c8, n8 = accuracy(int8, images, val_idx)
+    c32, n32 = accuracy(src.model, images, val_idx)
+    record = {
+        "record": "quantize",
+        "record_version": 1,
+        "checkpoint": str(ckpt),
+        "parent": str(src.path),
+        "engine": cfg.engine,
+        "calibration_images": n_cal,
+        "source_domain": src.spec.origin.get("source_domain"),
+        "val_n": n8,
+        "val_accuracy_int8": c8 / max(n8, 1),
+        "val_accuracy_fp32": c32 / max(n32, 1),
+        "config": cfg.to_dict(),
+    }
+    atomic_write_json(out / "quantize.json", record)
+    return record

@@ -1,0 +1,296 @@
+"""``eval-device``: measure an artifact inside the runtime that will run it.
+
+Per domain: accuracy (source domain: its validation split; other domains: every image, as in the
+paper), with n and a 95 % Wilson interval. Then latency at batch 1 after warm-up (p50/p90/p99),
+end-to-end throughput, artifact size, peak memory, and the host fingerprint. One JSON record.
+
+Needs only numpy, pillow and the runtime's own library: with ``--runtime onnxruntime`` this runs
+on a device where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerobust import __version__
+from edgerobust.data import (
+    DEFAULT_SEED,
+    DEFAULT_VAL_FRACTION,
+    Images,
+    decode_domain,
+    make_split,
+    open_dataset,
+)
+from edgerobust.errors import ConfigError, DataError
+from edgerobust.fingerprint import host_fingerprint
+from edgerobust.progress import NullReporter, Reporter
+from edgerobust.runtimes import Runtime, open_artifact
+from edgerobust.runtimes.manifest import atomic_write_json
+from edgerobust.runtimes.preprocess import to_input
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    artifact: str
+    data: str
+    runtime: str | None = None  # None: the format's own runtime
+    domains: tuple[str, ...] | None = None  # None: every domain
+    threads: int = 1
+    batch_size: int = 16
+    warmup: int = 10
+    latency_runs: int = 100
+    limit: int | None = None  # at most this many images per domain (a seeded sample)
+    out: str | None = None
+
+    def validate(self) -> None:
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.latency_runs < 1 or self.warmup < 0:
+            raise ConfigError("--latency-runs must be >= 1 and --warmup >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["domains"] = list(self.domains) if self.domains else None
+        return d
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a proportion (sane at 0 %, 100 % and small n)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) so the peak is this measurement's own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_kib() -> tuple[int | None, str]:
+    hwm = _rss_kib("VmHWM")
+    if hwm is not None:
+        return hwm, "VmHWM"
+    try:
+        import resource
+
+        return int(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        ), "ru_maxrss (process lifetime)"
+    except (ImportError, OSError):
+        return None, "unavailable"
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms)
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+    }
+
+
+def measure_latency(model: Runtime, x1: np.ndarray, warmup: int, runs: int) -> dict[str, Any]:
+    """Batch-1 latency of the runtime call itself, after warm-up."""
+    for _ in range(warmup):
+        model(x1)
+    samples = []
+    clock = time.perf_counter
+    for _ in range(runs):
+        t0 = clock()
+        model(x1)
+        samples.append((clock() - t0) * 1e3)
+    return {**percentiles(samples), "runs": runs, "warmup": warmup, "batch": 1}
+
+
+def domain_indices(
+    name: str, images: Images, source: dict, limit: int | None
+) -> tuple[str, list[int]]:
+    """Which images of a domain to score: the validation split of the source domain, all of any
+    other (the paper's protocol); then an optional seeded sample of ``limit``."""
+    n = len(images.labels)
+    if name == source.get("source_domain"):
+        from edgerobust.data import Domain
+
+        dom = Domain(name, Path("."), tuple(source["_files"]), tuple(images.labels.tolist()))
+        split = make_split(
+            dom,
+            source.get("split_seed") or DEFAULT_SEED,
+            source.get("val_fraction") or DEFAULT_VAL_FRACTION,
+        )
+        part, idx = "val", list(split.val)
+    else:
+        part, idx = "all", list(range(n))
+    if limit is not None and limit < len(idx):
+        rng = np.random.default_rng(0)
+        idx = sorted(rng.choice(idx, size=limit, replace=False).tolist())
+        part += f" (sample of {limit})"
+    return part, idx
+
+
+def check_classes(
+    manifest_classes: list[str], dataset_classes: tuple[str, ...], root: Path
+) -> None:
+    if list(manifest_classes) != list(dataset_classes):
+        extra = sorted(set(dataset_classes) - set(manifest_classes))
+        missing = sorted(set(manifest_classes) - set(dataset_classes))
+        detail = []
+        if missing:
+            detail.append(f"dataset lacks {', '.join(missing[:3])}")
+        if extra:
+            detail.append(f"dataset has extra {', '.join(extra[:3])}")
+        raise DataError(
+            f"the artifact has {len(manifest_classes)} classes but {root} has "
+            f"{len(dataset_classes)} ({'; '.join(detail) or 'different order'}): evaluate on data "
+            "with the classes the model was trained on"
+        )
+
+
+def evaluate(
+    cfg: EvalConfig,
+    reporter: Reporter | None = None,
+    decoded: dict[tuple[str, str, int], Images] | None = None,
+) -> dict[str, Any]:
+    """Run the evaluation and return its record (also written to ``cfg.out`` if given).
+
+    ``decoded`` lets a caller evaluating many artifacts share decoded images across them.
+    """
+    cfg.validate()
+    rep = reporter or NullReporter()
+    ds = open_dataset(cfg.data)
+    domains = list(cfg.domains) if cfg.domains else list(ds.domains)
+    for d in domains:
+        ds.domain(d)  # one clear error for an unknown domain, before any work
+    # Verify and load the artifact before decoding images: a bad artifact fails fast.
+    rss_base = _rss_kib("VmRSS")
+    reset = _reset_peak_rss()
+    model = open_artifact(cfg.artifact, cfg.runtime, threads=cfg.threads)
+    man = model.manifest
+    check_classes(man.class_names, ds.classes, ds.root)
+    size = man.input_size
+    decoded = decoded if decoded is not None else {}
+    source = dict(man.source)
+    results = []
+    for name in domains:
+        key = (str(ds.root.resolve()), name, size)
+        if key not in decoded:
+            t = rep.task(f"decode {name}", len(ds.domain(name)))
+            decoded[key] = decode_domain(
+                ds.domain(name), size, progress=lambda d, n, t=t: rep.advance(t, 0, completed=d)
+            )
+            rep.done(t)
+        images = decoded[key]
+        source["_files"] = ds.domain(name).files
+        part, idx = domain_indices(name, images, source, cfg.limit)
+        skipped = [ds.domain(name).files[i] for i in idx if not images.ok[i]]
+        idx = [i for i in idx if images.ok[i]]
+        correct = 0
+        t = rep.task(f"{man.file} on {name}", len(idx))
+        t0 = time.perf_counter()
+        for s in range(0, len(idx), cfg.batch_size):
+            sel = idx[s : s + cfg.batch_size]
+            logits = model(to_input(np.asarray(images.pixels[sel])))
+            correct += int((logits.argmax(1) == images.labels[sel]).sum())
+            rep.advance(t, len(sel))
+        elapsed = time.perf_counter() - t0
+        rep.done(t)
+        n = len(idx)
+        lo, hi = wilson_interval(correct, n)
+        results.append(
+            {
+                "domain": name,
+                "role": "source" if name == man.source.get("source_domain") else "target",
+                "split": part,
+                "n": n,
+                "correct": correct,
+                "accuracy": correct / n if n else None,
+                "ci95": [lo, hi],
+                "unreadable_skipped": skipped,
+                "seconds": elapsed,
+                "throughput_images_per_s": n / elapsed if elapsed > 0 else None,
+            }
+        )
+    first = next((decoded[(str(ds.root.resolve()), d, size)] for d in domains), None)
+    x1 = (
+        to_input(np.asarray(first.pixels[:1]))
+        if first is not None
+        else np.zeros((1, 3, size, size), np.float32)
+    )
+    latency = measure_latency(model, x1, cfg.warmup, cfg.latency_runs)
+    peak, how = _peak_rss_kib()
+    total_n = sum(r["n"] for r in results)
+    total_s = sum(r["seconds"] for r in results)
+    record = {
+        "record": "eval-device",
+        "record_version": RECORD_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "edgerobust": __version__,
+        "artifact": {
+            "path": str(Path(cfg.artifact)),
+            "file": man.file,
+            "format": man.format,
+            "precision": man.precision,
+            "engine": man.engine,
+            "arch": man.arch,
+            "params": man.params,
+            "sha256": man.sha256,
+            "size_bytes": man.size_bytes,
+            "size_mb": man.size_bytes / 1e6,
+            "source": {k: v for k, v in man.source.items() if not k.startswith("_")},
+            "parity": man.parity,
+        },
+        "runtime": model.info(),
+        "host": host_fingerprint(),
+        "dataset": {"root": str(ds.root), "classes": list(ds.classes)},
+        "domains": results,
+        "latency_ms": latency,
+        "throughput": {
+            "images_per_s": total_n / total_s if total_s > 0 else None,
+            "batch_size": cfg.batch_size,
+            "includes": "cached decoded uint8 -> float input conversion and inference",
+        },
+        "memory": {
+            "peak_rss_mb": peak / 1024 if peak else None,
+            "rss_before_load_mb": rss_base / 1024 if rss_base else None,
+            "added_by_artifact_mb": (peak - rss_base) / 1024
+            if (peak and rss_base and reset)
+            else None,
+            "method": how if reset else f"{how} (not reset: includes earlier work in this process)",
+        },
+        "config": cfg.to_dict(),
+    }
+    if cfg.out:
+        atomic_write_json(cfg.out, record)
+    return record

@@ -1,0 +1,287 @@
+"""Architectures: torchvision ResNets with normalization inside, in one registry.
+
+Every model takes float32 NCHW RGB in [0, 1] and normalizes internally (first layer), so
+artifacts, attacks (``bounds=(0, 1)``) and device code feed raw pixels. The backbone is
+torchvision's *quantizable* ResNet: in fp32 its quant stubs are identities, and the same module
+tree fuses and converts to eager-mode int8 (PTSQ) without a second definition.
+
+Pruned models differ only in layer widths; :func:`build_model` rebuilds any of them from the
+``widths`` map in their spec (``{"layer1.0.conv1": [in, out], ...}``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.quantization import resnet as tvq
+
+from edgerobust.errors import CheckpointError, ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` on [0, 1] pixels: the preprocessing every model carries inside."""
+
+    def __init__(
+        self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """``Normalize`` followed by a (quantizable) ResNet backbone."""
+
+    def __init__(self, backbone: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(x))
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A registered architecture: how to build it and where its ImageNet weights come from."""
+
+    name: str
+    block: type
+    layers: tuple[int, ...]
+    imagenet: str | None  # name of torchvision's weights enum, e.g. "ResNet18_Weights"
+    width_divisor: int = 1  # >1 only for the test-sized model
+    description: str = ""
+
+    def build_backbone(self, num_classes: int) -> nn.Module:
+        net = tvq.QuantizableResNet(self.block, list(self.layers), num_classes=num_classes)
+        if self.width_divisor > 1:
+            apply_widths(net, scaled_widths(net, self.width_divisor))
+        return net
+
+
+_ARCHS: dict[str, Arch] = {}
+
+
+def register_arch(arch: Arch) -> Arch:
+    if arch.name in _ARCHS:
+        raise ValueError(f"architecture {arch.name!r} is already registered")
+    _ARCHS[arch.name] = arch
+    return arch
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return _ARCHS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown architecture {name!r}: choose one of {', '.join(list_archs())}"
+        ) from None
+
+
+def list_archs(pattern: str = "*") -> list[str]:
+    return [n for n in _ARCHS if fnmatch.fnmatch(n, pattern)]
+
+
+_B, _BN = tvq.QuantizableBasicBlock, tvq.QuantizableBottleneck
+register_arch(Arch("resnet18", _B, (2, 2, 2, 2), "ResNet18_Weights", description="11.7 M params"))
+register_arch(Arch("resnet34", _B, (3, 4, 6, 3), "ResNet34_Weights", description="21.8 M params"))
+register_arch(Arch("resnet50", _BN, (3, 4, 6, 3), "ResNet50_Weights", description="25.6 M params"))
+register_arch(
+    Arch("resnet101", _BN, (3, 4, 23, 3), "ResNet101_Weights", description="44.5 M params")
+)
+register_arch(
+    Arch("resnet152", _BN, (3, 8, 36, 3), "ResNet152_Weights", description="60.2 M params")
+)
+# Same topology as ResNet-18 with one block per stage and 1/8 of the channels (about 80 k
+# parameters): small enough for tests and the CPU demo, built by the same code as the real ones.
+register_arch(
+    Arch("tinyresnet", _B, (1, 1, 1, 1), None, width_divisor=8, description="tests, demo")
+)
+
+
+# ----------------------------------------------------------------------------- layer widths
+
+_RESIZABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def layer_widths(model: nn.Module) -> dict[str, list[int]]:
+    """``{name: [in, out]}`` for every conv, batch-norm and linear layer."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            widths[name] = [m.in_channels, m.out_channels]
+        elif isinstance(m, nn.BatchNorm2d):
+            widths[name] = [m.num_features, m.num_features]
+        elif isinstance(m, nn.Linear):
+            widths[name] = [m.in_features, m.out_features]
+    return widths
+
+
+def scaled_widths(model: nn.Module, divisor: int) -> dict[str, list[int]]:
+    """Every hidden width divided by ``divisor`` (RGB input and class outputs kept)."""
+    out = {}
+    for name, (cin, cout) in layer_widths(model).items():
+        m = model.get_submodule(name)
+        new_in = cin if (isinstance(m, nn.Conv2d) and cin == 3) else max(1, cin // divisor)
+        new_out = cout if isinstance(m, nn.Linear) else max(1, cout // divisor)
+        out[name] = [new_in, new_out]
+    return out
+
+
+def apply_widths(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
+    """Replace layers in place with fresh ones of the given widths (weights re-initialized)."""
+    for name, (cin, cout) in widths.items():
+        try:
+            m = model.get_submodule(name)
+        except AttributeError:
+            raise CheckpointError(
+                f"spec names layer {name!r}, which this architecture lacks"
+            ) from None
+        if isinstance(m, nn.Conv2d):
+            new = nn.Conv2d(
+                cin,
+                cout,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.groups,
+                m.bias is not None,
+            )
+        elif isinstance(m, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(cout, m.eps, m.momentum)
+        elif isinstance(m, nn.Linear):
+            new = nn.Linear(cin, cout, m.bias is not None)
+        else:
+            raise CheckpointError(
+                f"layer {name!r} is a {type(m).__name__}, which widths cannot describe"
+            )
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, new)
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    *,
+    widths: dict[str, list[int]] | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> Classifier:
+    """A fresh :class:`Classifier`; ``widths`` rebuilds a pruned model's shape."""
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    backbone = get_arch(arch).build_backbone(num_classes)
+    if widths:
+        apply_widths(backbone, widths)
+    return Classifier(backbone, mean, std)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        # weights_only: never unpickle arbitrary objects from a file we did not write.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read weights from {path}: {str(exc).splitlines()[0]}"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict")
+    return state
+
+
+def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights for ``arch`` (downloads; cached by torch.hub)."""
+    spec = get_arch(arch)
+    if spec.imagenet is None:
+        raise ConfigError(f"{arch} has no ImageNet weights; use --weights none")
+    import torchvision.models as tvm
+
+    enum = getattr(tvm, spec.imagenet).DEFAULT
+    try:
+        return enum.get_state_dict(progress=progress, check_hash=True)
+    except Exception as exc:
+        url = enum.url
+        raise CheckpointError(
+            f"could not download ImageNet weights for {arch} ({type(exc).__name__}); offline? "
+            f"fetch {url} on a connected machine and pass --weights /path/to/{url.rsplit('/', 1)[-1]}"
+        ) from exc
+
+
+def load_pretrained(
+    model: Classifier, arch: str, weights: str, progress: bool = True
+) -> dict[str, Any]:
+    """Load ``imagenet`` or a local file into the backbone, skipping the classification head.
+
+    Returns what was loaded, for the run record.
+    """
+    if weights == "none":
+        return {"weights": "none"}
+    if weights == "imagenet":
+        state = imagenet_state_dict(arch, progress)
+        origin = f"imagenet ({get_arch(arch).imagenet}.DEFAULT)"
+    else:
+        path = Path(weights)
+        if not path.exists():
+            raise CheckpointError(
+                f"--weights {weights!r}: not 'imagenet', 'none' or an existing file"
+            )
+        state = _read_state_dict(path)
+        origin = str(path)
+    # Accept torchvision's ResNet keys or our own (backbone.*) keys.
+    state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    own = model.backbone.state_dict()
+    usable = {
+        k: v
+        for k, v in state.items()
+        if k in own and own[k].shape == v.shape and not k.startswith("fc.")
+    }
+    missing = [k for k in own if k not in usable and not k.startswith("fc.")]
+    if not usable or len(missing) > 0.05 * len(own):
+        raise CheckpointError(
+            f"weights {origin} do not fit {arch}: {len(missing)} of {len(own)} tensors "
+            "missing or of another shape (is it the right architecture?)"
+        )
+    model.backbone.load_state_dict(usable, strict=False)
+    return {"weights": origin, "tensors_loaded": len(usable)}
+
+
+def create_model(
+    arch: str,
+    num_classes: int,
+    *,
+    weights: str = "none",
+    progress: bool = True,
+) -> tuple[Classifier, dict[str, Any]]:
+    """Build ``arch`` with a new head for ``num_classes`` and load ``weights``."""
+    model = build_model(arch, num_classes)
+    info = load_pretrained(model, arch, weights, progress)
+    return model, info

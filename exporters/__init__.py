@@ -1,0 +1,333 @@
+"""torch checkpoint -> deployable artifact + manifest, validated against the source model.
+
+    >>> from edgerobust.exporters import ExportRequest, export
+    >>> result = export(ExportRequest("runs/r18", format="onnx", quant="int8", out="models"))
+    >>> result.artifact, result.manifest.parity["top1_agreement"]
+
+Every export runs the parity gate on real held-out images (the source domain's validation split):
+fp32 artifacts must match the source logits within the exporter's declared tolerance; int8
+artifacts must agree on top-1 with the fp32 source at least ``min_agreement`` of the time.
+A failing artifact is not written unless ``force``; with ``force`` its manifest says it failed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgerobust.runtimes.manifest import (
+    Manifest,
+    atomic_write_json,
+    sha256_file,
+)
+from edgerobust.runtimes.preprocess import to_input
+
+from edgerobust import __version__
+from edgerobust.errors import ConfigError, ParityError
+from edgerobust.progress import NullReporter, Reporter
+
+from .parity import ParityBar, ParityResult, compare
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "ptl": ".ptl"}
+PRECISIONS = ("fp32", "int8")
+DEFAULT_MIN_AGREEMENT = 0.98
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    checkpoint: str
+    format: str = "onnx"
+    quant: str | None = None  # None: the checkpoint's own precision
+    engine: str | None = None  # torch int8 engine for torchscript/ptl (default: this host's)
+    out: str = "models"
+    name: str | None = None
+    data: str | None = None  # dataset folder, if it moved since training
+    calib_batches: int = 16
+    calib_batch_size: int = 8
+    parity_images: int = 256
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    force: bool = False
+    optimize: bool = True
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"unknown format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.quant is not None and self.quant not in PRECISIONS:
+            raise ConfigError(f"--quant must be fp32 or int8, got {self.quant!r}")
+        if self.calib_batches < 1:
+            raise ConfigError(f"--calib-batches must be >= 1, got {self.calib_batches}")
+        if self.parity_images < 1:
+            raise ConfigError(f"--parity-images must be >= 1, got {self.parity_images}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ConfigError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
+        if self.engine and self.format == "onnx":
+            raise ConfigError(
+                "--engine applies to torchscript/ptl int8; ONNX int8 (QDQ) runs on any "
+                "onnxruntime CPU: drop --engine"
+            )
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    artifact: Path
+    manifest_path: Path
+    manifest: Manifest
+    parity: ParityResult
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    v = {
+        "edgerobust": __version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import onnx
+
+        v["onnx"] = onnx.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return v
+
+
+def _logits(fn, batches: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(b), dtype=np.float32) for b in batches])
+
+
+def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult:
+    """Export one artifact; see the module docstring for the parity gate."""
+    import torch
+
+    from edgerobust.checkpoint import load_checkpoint, read_spec, resolve
+    from edgerobust.data import origin_images
+    from edgerobust.models import count_params
+    from edgerobust.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+
+    from . import onnx as onnx_exp
+    from . import torchscript as ts_exp
+
+    req.validate()
+    rep = reporter or NullReporter()
+    ckpt_path = resolve(req.checkpoint)
+    spec = read_spec(ckpt_path)
+    quant = req.quant or spec.precision
+    if spec.precision == "int8" and quant == "fp32":
+        raise ConfigError(f"{ckpt_path} is already int8: export its fp32 source for --quant fp32")
+    if spec.precision == "int8" and req.format == "onnx":
+        parent = spec.origin.get("parent", "its fp32 source checkpoint")
+        raise ConfigError(
+            "ONNX int8 is quantized by onnxruntime from the fp32 model: pass the fp32 "
+            f"checkpoint ({parent}) with --quant int8"
+        )
+    ckpt = load_checkpoint(ckpt_path)
+    size = spec.input_size
+
+    # Real images: calibration from the source training split, parity on held-out validation.
+    _, images, val_idx = origin_images(spec.origin, "val", size, req.data)
+    if not len(val_idx):
+        raise ConfigError("the source validation split is empty: no images for the parity check")
+    val_idx = [i for i in val_idx if images.ok[i]][: req.parity_images]
+    bs = 32
+    parity_batches = [
+        to_input(np.asarray(images.pixels[val_idx[i : i + bs]])) for i in range(0, len(val_idx), bs)
+    ]
+    images_desc = f"{spec.origin.get('source_domain')} validation split, {len(val_idx)} images"
+
+    def calibration_batches() -> list[np.ndarray]:
+        _, _, train_idx = origin_images(spec.origin, "train", size, req.data)
+        idx = [i for i in train_idx if images.ok[i]]
+        # Evenly spread over the (class-sorted) training split so every class is seen.
+        n = min(len(idx), req.calib_batches * req.calib_batch_size)
+        pick = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, n)] if n else []
+        return [
+            to_input(np.asarray(images.pixels[pick[i : i + req.calib_batch_size]]))
+            for i in range(0, n, req.calib_batch_size)
+        ]
+
+    # The reference is always the fp32 model: for an int8 checkpoint, its fp32 parent.
+    fp32_model = ckpt.model
+    if spec.precision == "int8":
+        parent = spec.origin.get("parent")
+        if not parent or not Path(parent).is_file():
+            raise ConfigError(
+                f"{ckpt_path} is int8 but its fp32 parent checkpoint ({parent}) is missing: "
+                "the parity check compares against it"
+            )
+        fp32_model = load_checkpoint(parent).model
+
+    def torch_fn(model):
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        return run
+
+    reference = _logits(torch_fn(fp32_model), parity_batches)
+    notes: list[str] = []
+    engine: str | None = None
+    model_to_save = ckpt.model
+    int8_twin = None
+    if quant == "int8" and req.format != "onnx":
+        engine = spec.quant["engine"] if spec.quant else (req.engine or host_engine())
+        if spec.quant and req.engine and req.engine != engine:
+            raise ConfigError(
+                f"{ckpt_path} was quantized for {engine}; re-run 'compress quantize --engine {req.engine}'"
+            )
+        if not spec.quant:
+            t = rep.task(f"PTSQ calibration ({engine})", req.calib_batches)
+            prepared = prepare_ptsq(ckpt.model, engine)
+            n_cal = calibrate(prepared, calibration_batches(), progress=lambda i: rep.advance(t))
+            rep.done(t)
+            model_to_save = convert_prepared(prepared, engine)
+            notes.append(f"eager PTSQ ({engine}) calibrated on {n_cal} source training images")
+        torch.backends.quantized.engine = engine
+        int8_twin = model_to_save
+    elif quant == "int8":
+        engine = "onnxruntime-qdq"
+
+    # NAME.json sits beside NAME.<ext>, so the default name carries the format to stay unique.
+    name = req.name or f"{_stem(ckpt_path)}-{req.format}-{quant}" + (
+        f"-{engine}" if engine and req.format != "onnx" else ""
+    )
+    out = Path(req.out)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / f"{name}{FORMATS[req.format]}"
+    _check_name_free(final)
+    fd, tmp_name = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=FORMATS[req.format])
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        t = rep.task(f"export {req.format} {quant}", None)
+        if req.format == "onnx":
+            bar = onnx_exp.FP32_BAR
+            if quant == "fp32":
+                onnx_exp.export_fp32(ckpt.model, size, tmp)
+            else:
+                with tempfile.TemporaryDirectory(dir=out) as d:
+                    fp32 = Path(d) / "fp32.onnx"
+                    onnx_exp.export_fp32(ckpt.model, size, fp32)
+                    notes += onnx_exp.quantize_int8(fp32, tmp, calibration_batches())
+        elif req.format == "torchscript":
+            bar = ts_exp.FP32_BAR
+            notes += ts_exp.save_torchscript(model_to_save, size, tmp)
+        else:
+            bar = ts_exp.FP32_BAR
+            notes += ts_exp.save_lite(model_to_save, size, tmp, optimize=req.optimize)
+        rep.done(t)
+        if quant == "int8":
+            bar = ParityBar(min_agreement=req.min_agreement)
+
+        # Parity: run the written file in the runtime that will run it on the device.
+        from edgerobust.runtimes import get
+
+        runtime_name = {"onnx": "onnxruntime", "torchscript": "torchscript", "ptl": "ptl"}[
+            req.format
+        ]
+        draft = _manifest(
+            req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
+        )
+        runtime = get(runtime_name).load(tmp, draft, threads=max(1, min(4, os.cpu_count() or 1)))
+        candidate = _logits(runtime, parity_batches)
+        parity = compare(
+            reference, candidate, bar, reference_name="fp32 source checkpoint", images=images_desc
+        )
+        parity_dict = parity.to_dict()
+        if int8_twin is not None:
+            # The trace must reproduce the int8 PyTorch model itself (same kernels): near-exact.
+            twin = _logits(torch_fn(int8_twin), parity_batches)
+            parity_dict["vs_int8_pytorch_model"] = {
+                "max_abs_logit_diff": float(np.abs(twin - candidate).max())
+            }
+        parity_dict["forced"] = bool(req.force and not parity.passed)
+        if not parity.passed and not req.force:
+            raise ParityError(
+                f"{final.name} fails the parity gate ({parity.summary()}; bar {bar.to_dict()}): "
+                "not written; inspect the model, or pass --force to keep it anyway"
+            )
+        manifest = replace(
+            draft, parity=parity_dict, sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size
+        )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+        atomic_write_json(final.with_suffix(".json"), manifest.to_dict())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(final, final.with_suffix(".json"), manifest, parity)
+
+
+def _check_name_free(final: Path) -> None:
+    """Refuse to overwrite a manifest that describes another artifact (e.g. NAME.pt vs NAME.onnx)."""
+    import json
+
+    mpath = final.with_suffix(".json")
+    if not mpath.is_file():
+        return
+    try:
+        other = json.loads(mpath.read_text()).get("file")
+    except (OSError, ValueError, AttributeError):
+        other = None
+    if other and other != final.name:
+        raise ConfigError(
+            f"{mpath} already describes {other}: choose another --name for {final.name}"
+        )
+
+
+def _stem(ckpt_path: Path) -> str:
+    return ckpt_path.parent.name if ckpt_path.name == "model.safetensors" else ckpt_path.stem
+
+
+def _manifest(
+    req,
+    spec,
+    ckpt,
+    final: Path,
+    tmp: Path,
+    quant: str,
+    engine: str | None,
+    params: int,
+    notes: list[str],
+    parity: dict[str, Any],
+) -> Manifest:
+    origin = spec.origin
+    return Manifest(
+        format=req.format,
+        precision=quant,
+        arch=spec.arch,
+        class_names=list(spec.class_names),
+        input={
+            "name": "input",
+            "shape": [-1, 3, spec.input_size, spec.input_size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "color": "RGB",
+            "range": [0.0, 1.0],
+            "normalization": "inside the model (ImageNet mean/std)",
+        },
+        file=final.name,
+        sha256=sha256_file(tmp),
+        size_bytes=tmp.stat().st_size,
+        params=params,
+        engine=engine,
+        source={
+            "checkpoint": str(ckpt.path),
+            "checkpoint_sha256": ckpt.sha256,
+            "kind": origin.get("kind"),
+            "dataset": origin.get("dataset"),
+            "source_domain": origin.get("source_domain"),
+            "split_seed": origin.get("split_seed"),
+            "val_fraction": origin.get("val_fraction"),
+            "widths": "pruned" if spec.widths else None,
+        },
+        parity=parity,
+        notes=list(notes),
+        versions=_versions(),
+    )

@@ -1,0 +1,59 @@
+"""TorchScript (``.pt``) and PyTorch Mobile lite (``.ptl``) exporters.
+
+fp32 models are traced as they are; int8 models are the eager PTSQ model, traced with its engine
+active. For ``.ptl`` we run ``optimize_for_mobile`` when this torch build has XNNPACK (the ARM
+builds do); otherwise the manifest records that it was skipped and why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .parity import ParityBar
+
+# A traced module runs the very same kernels as the eager one: agreement is near bit-exact.
+FP32_BAR = ParityBar(atol=1e-5, rtol=1e-4)
+
+
+def trace(model: nn.Module, input_size: int) -> torch.jit.ScriptModule:
+    x = torch.rand(1, 3, input_size, input_size)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(model.eval(), x, check_trace=False)
+
+
+def save_torchscript(model: nn.Module, input_size: int, path: Path) -> list[str]:
+    traced = trace(model, input_size)
+    traced.save(str(path))
+    return []
+
+
+def save_lite(model: nn.Module, input_size: int, path: Path, optimize: bool = True) -> list[str]:
+    traced = trace(model, input_size)
+    notes = []
+    if optimize:
+        import torch.backends.xnnpack
+
+        if torch.backends.xnnpack.enabled:
+            from torch.utils.mobile_optimizer import optimize_for_mobile
+
+            try:
+                traced = optimize_for_mobile(traced)
+                notes.append("optimize_for_mobile applied (XNNPACK)")
+            except Exception as exc:
+                notes.append(
+                    f"optimize_for_mobile skipped: it failed here ({str(exc).splitlines()[0]})"
+                )
+        else:
+            notes.append(
+                "optimize_for_mobile skipped: this torch build has no XNNPACK; the artifact is "
+                "correct but not XNNPACK-rewritten (re-export on an ARM torch build to optimise)"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced._save_for_lite_interpreter(str(path))
+    return notes

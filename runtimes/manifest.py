@@ -1,0 +1,133 @@
+"""The artifact manifest: ``NAME.json`` beside every ``NAME.onnx|.pt|.ptl``.
+
+Written by :mod:`edgerobust.exporters`, read here on the device side (no torch needed). It says
+what the artifact is, how to feed it, what it was made from and how faithfully it reproduces its
+source (the parity result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerobust.errors import ArtifactError
+
+MANIFEST_VERSION = 1
+FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ptl": "ptl"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Metadata of one exported artifact (see design.md, "Artifact")."""
+
+    format: str  # onnx | torchscript | ptl
+    precision: str  # fp32 | int8
+    arch: str
+    class_names: list[str]
+    input: dict[str, Any]  # name, shape (with -1 for the batch), dtype, range, layout
+    file: str  # artifact file name, relative to the manifest
+    sha256: str
+    size_bytes: int
+    params: int
+    engine: str | None = None  # quantization engine (fbgemm | x86 | qnnpack | onnxruntime)
+    source: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, source domain, split
+    parity: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    manifest_version: int = MANIFEST_VERSION
+
+    @property
+    def input_size(self) -> int:
+        return int(self.input["shape"][-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def manifest_path(artifact: str | Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_suffix(".json")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: no half files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and artifacts are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_manifest(artifact: str | Path) -> Manifest:
+    """Read the manifest beside ``artifact``; one-line :class:`ArtifactError` if it is unusable."""
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise ArtifactError(f"artifact not found: {artifact}")
+    mpath = manifest_path(artifact)
+    if not mpath.is_file():
+        raise ArtifactError(
+            f"no manifest {mpath.name} beside {artifact.name}: artifacts carry one from "
+            "'edgerobust export'; copy it along with the artifact"
+        )
+    try:
+        data = json.loads(mpath.read_text())
+        manifest = Manifest.from_dict(data)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"manifest {mpath} is not a valid edgerobust manifest: {exc}") from exc
+    if manifest.file != artifact.name:
+        raise ArtifactError(
+            f"manifest {mpath.name} describes {manifest.file}, not {artifact.name}: "
+            "keep the artifact and its manifest under the names export gave them"
+        )
+    return manifest
+
+
+def verify_artifact(artifact: str | Path, manifest: Manifest) -> None:
+    """Check size and sha256 against the manifest before anything parses the file."""
+    artifact = Path(artifact)
+    size = artifact.stat().st_size
+    if size != manifest.size_bytes:
+        raise ArtifactError(
+            f"{artifact.name} is {size} bytes but its manifest says {manifest.size_bytes}: "
+            "the file is truncated or was modified; copy or re-export it"
+        )
+    digest = sha256_file(artifact)
+    if digest != manifest.sha256:
+        raise ArtifactError(
+            f"{artifact.name} does not match the sha256 in its manifest: the file was modified "
+            "or corrupted in transfer; copy or re-export it"
+        )
