@@ -1,0 +1,1 @@
+"""Adversarial attacks that run against plain numpy callables (no torch or foolbox needed)."""
