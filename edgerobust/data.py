@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +204,19 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edgerobust"
+
+
+@contextmanager
+def default_cache_dir(path: str | Path) -> Iterator[None]:
+    """Use ``path`` as the decoded-image cache unless ``$EDGEROBUST_CACHE`` is already set."""
+    if os.environ.get("EDGEROBUST_CACHE"):
+        yield
+        return
+    os.environ["EDGEROBUST_CACHE"] = str(path)
+    try:
+        yield
+    finally:
+        os.environ.pop("EDGEROBUST_CACHE", None)
 
 
 @dataclass(frozen=True)

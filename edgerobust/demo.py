@@ -31,6 +31,14 @@ class DemoConfig:
 
 
 def run_demo(cfg: DemoConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run the demo; everything, the decoded-image cache included, lands under ``cfg.out``."""
+    from edgerobust.data import default_cache_dir
+
+    with default_cache_dir(Path(cfg.out) / "cache"):
+        return _run_demo(cfg, reporter)
+
+
+def _run_demo(cfg: DemoConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     from edgerobust.compress import QuantizeConfig, quantize_checkpoint
     from edgerobust.evaluate import EvalConfig, evaluate
     from edgerobust.exporters import ExportRequest, export
@@ -84,14 +92,7 @@ def run_demo(cfg: DemoConfig, reporter: Reporter | None = None) -> dict[str, Any
         ExportRequest(str(run), format="onnx", quant="fp32", out=str(models), force=True),
         ExportRequest(str(run), format="onnx", quant="int8", out=str(models), force=True),
         ExportRequest(str(run), format="ptl", quant="fp32", out=str(models), force=True),
-        ExportRequest(
-            q["checkpoint"],
-            format="ptl",
-            quant="int8",
-            out=str(models),
-            name=f"baseline-ptl-int8-{engine}",
-            force=True,
-        ),
+        ExportRequest(q["checkpoint"], format="ptl", quant="int8", out=str(models), force=True),
     ]
     artifacts, summary = [], []
     for req in exports:

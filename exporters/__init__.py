@@ -195,7 +195,9 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
         engine = "onnxruntime-qdq"
 
     # NAME.json sits beside NAME.<ext>, so the default name carries the format to stay unique.
-    name = req.name or f"{_stem(ckpt_path)}-{req.format}-{quant}" + (
+    # An int8 checkpoint is named after its fp32 parent: r18-ptl-int8-qnnpack, not r18-int8-...
+    stem = _stem(Path(spec.origin.get("parent") or ckpt_path) if spec.quant else ckpt_path)
+    name = req.name or f"{stem}-{req.format}-{quant}" + (
         f"-{engine}" if engine and req.format != "onnx" else ""
     )
     out = Path(req.out)

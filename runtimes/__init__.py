@@ -72,12 +72,17 @@ def default_runtime(fmt: str) -> str:
 
 
 def open_artifact(
-    path: str | Path, runtime: str | None = None, threads: int = 1, verify: bool = True
+    path: str | Path,
+    runtime: str | None = None,
+    threads: int = 1,
+    verify: bool = True,
+    **options: Any,
 ) -> Runtime:
     """Read the manifest, verify the file's sha256, and load it in ``runtime``.
 
     Verification happens before the runtime parses a single byte, so a truncated or tampered file
-    fails with one clear line instead of a parser crash.
+    fails with one clear line instead of a parser crash. ``options`` go to the runtime's ``load``
+    (e.g. ``providers=["CUDAExecutionProvider", "CPUExecutionProvider"]`` for onnxruntime).
     """
     path = Path(path)
     if path.suffix not in FORMATS:
@@ -89,14 +94,14 @@ def open_artifact(
     cls = get(runtime)
     if manifest.format not in cls.formats:
         raise RuntimeUnavailable(
-            f"the {runtime} runtime cannot run a {manifest.format} artifact; "
+            f"the {runtime} runtime cannot run {manifest.format} artifacts; "
             f"use --runtime {default_runtime(manifest.format)}"
         )
     if threads < 1:
         raise ValueError("threads must be >= 1")
     if verify:
         verify_artifact(path, manifest)
-    return cls.load(path, manifest, threads=threads)
+    return cls.load(path, manifest, threads=threads, **options)
 
 
 # Registration: importing these modules is cheap (their heavy imports happen in ``load``).

@@ -46,7 +46,13 @@ class OnnxRuntime:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        providers = providers or ["CPUExecutionProvider"]
+        providers = list(providers or ["CPUExecutionProvider"])
+        unknown = [p for p in providers if p not in ort.get_available_providers()]
+        if unknown:
+            raise RuntimeUnavailable(
+                f"onnxruntime here has no {unknown[0]}: available are "
+                f"{', '.join(ort.get_available_providers())}"
+            )
         try:
             session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
