@@ -10,14 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgerobust.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from edgerobust.data import origin_images
+from edgerobust.data import origin_split, spread_batches
 from edgerobust.errors import ConfigError
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes.manifest import atomic_write_json
-from edgerobust.runtimes.preprocess import to_input
 
 
 @dataclass(frozen=True)
@@ -51,15 +48,9 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
         raise ConfigError(
             f"{src.path} is already int8 ({src.spec.quant['engine']}): quantize its fp32 parent"
         )
-    _, images, train_idx = origin_images(src.spec.origin, "train", src.spec.input_size, cfg.data)
-    _, _, val_idx = origin_images(src.spec.origin, "val", src.spec.input_size, cfg.data)
-    idx = [i for i in train_idx if images.ok[i]]
-    n = min(len(idx), cfg.calib_batches * cfg.batch_size)
-    pick = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, n)]
-    batches = [
-        to_input(np.asarray(images.pixels[pick[i : i + cfg.batch_size]]))
-        for i in range(0, n, cfg.batch_size)
-    ]
+    _, images, split = origin_split(src.spec.origin, src.spec.input_size, cfg.data)
+    val_idx = split.val
+    batches = spread_batches(images, split.train, cfg.calib_batches, cfg.batch_size)
     prepared = prepare_ptsq(src.model, cfg.engine)
     t = rep.task(f"calibrate ({cfg.engine})", len(batches))
     n_cal = calibrate(prepared, batches, progress=lambda i: rep.advance(t))

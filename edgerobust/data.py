@@ -28,7 +28,7 @@ import numpy as np
 
 from edgerobust.errors import DataError
 from edgerobust.runtimes.manifest import atomic_write_bytes, atomic_write_json
-from edgerobust.runtimes.preprocess import ImageDecodeError, decode_image
+from edgerobust.runtimes.preprocess import ImageDecodeError, decode_image, to_input
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 DEFAULT_SEED = 1
@@ -325,10 +325,10 @@ def check_domain(domain: Domain, workers: int = 2) -> dict[str, str]:
         return {rel: why for rel, why in pool.map(check, domain.files) if why}
 
 
-def origin_images(
-    origin: dict, part: str, size: int, data: str | Path | None = None
-) -> tuple[DomainDataset, Images, tuple[int, ...]]:
-    """The images a model was trained/validated on, found from its recorded origin.
+def origin_split(
+    origin: dict, size: int, data: str | Path | None = None
+) -> tuple[DomainDataset, Images, Split]:
+    """The source domain a model was trained on, decoded, with its recorded split.
 
     ``origin`` is a checkpoint spec's or manifest's ``origin``/``source`` record (dataset path,
     source domain, split seed and fraction). ``data`` overrides the dataset folder, e.g. when the
@@ -353,5 +353,26 @@ def origin_images(
         origin.get("split_seed", DEFAULT_SEED),
         origin.get("val_fraction", DEFAULT_VAL_FRACTION),
     )
-    images = decode_domain(ds.domain(source), size)
+    return ds, decode_domain(ds.domain(source), size), split
+
+
+def origin_images(
+    origin: dict, part: str, size: int, data: str | Path | None = None
+) -> tuple[DomainDataset, Images, tuple[int, ...]]:
+    """Like :func:`origin_split`, returning the indices of one part (train, val or all)."""
+    ds, images, split = origin_split(origin, size, data)
     return ds, images, split.indices(part)
+
+
+def spread_batches(
+    images: Images, indices: Iterable[int], n_batches: int, batch_size: int
+) -> list[np.ndarray]:
+    """Up to ``n_batches * batch_size`` readable images spread evenly over ``indices``, as model
+    inputs. Files are class-sorted, so an even spread shows calibration every class."""
+    idx = [i for i in indices if images.ok[i]]
+    n = min(len(idx), n_batches * batch_size)
+    pick = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, n)] if n else []
+    return [
+        to_input(np.asarray(images.pixels[pick[i : i + batch_size]]))
+        for i in range(0, n, batch_size)
+    ]

@@ -108,7 +108,7 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     import torch
 
     from edgerobust.checkpoint import load_checkpoint, read_spec, resolve
-    from edgerobust.data import origin_images
+    from edgerobust.data import origin_split, spread_batches
     from edgerobust.models import count_params
     from edgerobust.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
 
@@ -132,7 +132,8 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     size = spec.input_size
 
     # Real images: calibration from the source training split, parity on held-out validation.
-    _, images, val_idx = origin_images(spec.origin, "val", size, req.data)
+    _, images, split = origin_split(spec.origin, size, req.data)
+    val_idx = split.val
     if not len(val_idx):
         raise ConfigError("the source validation split is empty: no images for the parity check")
     val_idx = [i for i in val_idx if images.ok[i]][: req.parity_images]
@@ -143,15 +144,7 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     images_desc = f"{spec.origin.get('source_domain')} validation split, {len(val_idx)} images"
 
     def calibration_batches() -> list[np.ndarray]:
-        _, _, train_idx = origin_images(spec.origin, "train", size, req.data)
-        idx = [i for i in train_idx if images.ok[i]]
-        # Evenly spread over the (class-sorted) training split so every class is seen.
-        n = min(len(idx), req.calib_batches * req.calib_batch_size)
-        pick = [idx[int(j)] for j in np.linspace(0, len(idx) - 1, n)] if n else []
-        return [
-            to_input(np.asarray(images.pixels[pick[i : i + req.calib_batch_size]]))
-            for i in range(0, n, req.calib_batch_size)
-        ]
+        return spread_batches(images, split.train, req.calib_batches, req.calib_batch_size)
 
     # The reference is always the fp32 model: for an int8 checkpoint, its fp32 parent.
     fp32_model = ckpt.model
