@@ -111,12 +111,12 @@ def run_bench(cfg: BenchConfig, reporter: Reporter | None = None) -> dict[str, A
         thr_bare.append(len(idx) / (time.perf_counter() - t0))
         rec = evaluate(
             EvalConfig(
-                cfg.artifact,
-                cfg.data,
-                cfg.runtime,
-                (domain,),
-                cfg.threads,
-                cfg.batch_size,
+                artifact=cfg.artifact,
+                data=cfg.data,
+                runtime=cfg.runtime,
+                domains=(domain,),
+                threads=cfg.threads,
+                batch_size=cfg.batch_size,
                 warmup=0,
                 latency_runs=1,
             )
