@@ -94,11 +94,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> Path
     """Write weights + spec atomically; returns the path."""
     from safetensors.torch import save
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    raw = model.state_dict()
     # Quantized tensors (a converted int8 model) cannot be stored; callers save the prepared model.
-    bad = [k for k, v in state.items() if v.is_quantized]
+    # A converted model's state also holds non-tensors (packed-params dtypes), so check first.
+    bad = [k for k, v in raw.items() if not torch.is_tensor(v) or v.is_quantized]
     if bad:
         raise TypeError(f"save the prepared (observed) model, not the converted one: {bad[0]}")
+    state = {k: v.detach().cpu().contiguous() for k, v in raw.items()}
     blob = save(state, metadata={SPEC_KEY: json.dumps(spec.to_dict())})
     path = Path(path)
     atomic_write_bytes(path, blob)

@@ -37,12 +37,13 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     """
     import torch
 
-    from edgerobust.quantize import calibrate, convert_prepared, prepare_ptsq
+    from edgerobust.quantize import calibrate, check_engine, convert_prepared, prepare_ptsq
     from edgerobust.train import accuracy
 
     rep = reporter or NullReporter()
-    if cfg.calib_batches < 1:
-        raise ConfigError(f"--calib-batches must be >= 1, got {cfg.calib_batches}")
+    if cfg.calib_batches < 1 or cfg.batch_size < 1:
+        raise ConfigError("--calib-batches and --batch-size must be >= 1")
+    check_engine(cfg.engine)  # before any image is decoded
     src = load_checkpoint(cfg.checkpoint)
     if src.spec.quant:
         raise ConfigError(

@@ -7,8 +7,8 @@ Layouts (both load):
 
 Classes are aligned across domains by folder name; a class missing from a domain is an error that
 names it. The split (90 % train / 10 % validation per domain, seed 1, as in the paper) orders files
-by ``sha256(seed/relative path)``: identical on every run, machine and numpy version, and adding a
-file never reshuffles the others.
+by ``sha256(seed/relative path)``: identical on every run, machine and numpy version. Adding a
+file reshuffles nothing: at most the one file at the train/validation boundary changes side.
 
 This module needs only numpy and pillow: ``eval-device`` uses it on the device.
 """

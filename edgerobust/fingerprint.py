@@ -35,20 +35,28 @@ INTERESTING_FLAGS = (
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:
     """CPU model and flags from the text of ``/proc/cpuinfo`` (x86 or ARM)."""
-    model, flags, implementer, part = None, set(), None, None
+    model, hardware, flags, implementer, part = None, None, set(), None, None
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip().lower(), value.strip()
-        if key in ("model name", "hardware", "cpu model") and not model:
+        if key in ("model name", "cpu model") and not model:
             model = value
+        elif key == "hardware" and not hardware:
+            hardware = value
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
         elif key == "cpu implementer" and implementer is None:
             implementer = value
         elif key == "cpu part" and part is None:
             part = value
-    if not model and implementer == "0x41":
-        model = _ARM_PARTS.get((part or "").lower(), f"ARM part {part}")
+    # On ARM the part number names the core; "model name" names only the ISA ("ARMv7 Processor
+    # rev 3") and "Hardware" the SoC, which every Raspberry Pi reports as BCM2835 since kernel 4.9.
+    arm = implementer == "0x41"
+    known = _ARM_PARTS.get((part or "").lower()) if arm else None
+    if known:
+        model = known
+    elif not model:
+        model = hardware or (f"ARM part {part}" if arm else None)
     return {"cpu_model": model or "unknown", "flags": sorted(flags)}
 
 

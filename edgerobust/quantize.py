@@ -44,7 +44,7 @@ def quiet() -> Iterable[None]:
         yield
 
 
-def _check_engine(engine: str) -> str:
+def check_engine(engine: str) -> str:
     engine = Engine(engine).value if engine in Engine._value2member_map_ else engine
     if engine not in torch.backends.quantized.supported_engines:
         raise ConfigError(
@@ -56,7 +56,7 @@ def _check_engine(engine: str) -> str:
 
 def prepare_ptsq(model: nn.Module, engine: str) -> nn.Module:
     """A fused copy of ``model`` with observers attached, ready for calibration."""
-    engine = _check_engine(engine)
+    engine = check_engine(engine)
     torch.backends.quantized.engine = engine
     prepared = copy.deepcopy(model).cpu().eval()
     with quiet():
@@ -86,7 +86,7 @@ def calibrate(
 
 def convert_prepared(prepared: nn.Module, engine: str) -> nn.Module:
     """The int8 model (a copy); ``prepared`` stays usable and saveable."""
-    engine = _check_engine(engine)
+    engine = check_engine(engine)
     torch.backends.quantized.engine = engine
     with quiet():
         return torch.ao.quantization.convert(copy.deepcopy(prepared).eval(), inplace=False)

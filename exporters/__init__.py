@@ -230,8 +230,15 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
         draft = _manifest(
             req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
         )
-        runtime = get(runtime_name).load(tmp, draft, threads=max(1, min(4, os.cpu_count() or 1)))
-        candidate = _logits(runtime, parity_batches)
+        # torch's thread count is process-wide and the torch runtimes set it: restore it after.
+        torch_threads = torch.get_num_threads()
+        try:
+            runtime = get(runtime_name).load(
+                tmp, draft, threads=max(1, min(4, os.cpu_count() or 1))
+            )
+            candidate = _logits(runtime, parity_batches)
+        finally:
+            torch.set_num_threads(torch_threads)
         parity = compare(
             reference, candidate, bar, reference_name="fp32 source checkpoint", images=images_desc
         )

@@ -1,0 +1,118 @@
+"""edgerobust.quantize + compress: eager PTSQ int8 and the int8 checkpoint."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from edgerobust.runtimes.preprocess import to_input
+
+from edgerobust.checkpoint import load_checkpoint, read_spec
+from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+from edgerobust.data import decode_domain, open_dataset
+from edgerobust.errors import ConfigError
+from edgerobust.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+
+
+def _state_bytes(model: torch.nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+@pytest.fixture(scope="module")
+def studio(synthetic_root):
+    ds = open_dataset(synthetic_root)
+    images = decode_domain(ds.domain("studio"), 32)
+    return to_input(np.asarray(images.pixels)), images.labels
+
+
+def test_int8_is_smaller_runs_and_agrees(trained, int8_checkpoint, studio):
+    fp32 = load_checkpoint(trained.checkpoint).model
+    int8 = load_checkpoint(int8_checkpoint).model
+    assert _state_bytes(int8) < 0.5 * _state_bytes(fp32)
+    x, _ = studio
+    with torch.inference_mode():
+        ref, got = fp32(torch.from_numpy(x)), int8(torch.from_numpy(x))
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert torch.isfinite(got).all()
+    agreement = (ref.argmax(1) == got.argmax(1)).float().mean().item()
+    assert agreement >= 0.8
+    # int8 logits differ from fp32 ones, but they are of the same size.
+    assert 0 < (got - ref).abs().max() < ref.abs().max()
+
+
+def test_int8_checkpoint_records_engine_and_parent(trained, int8_checkpoint):
+    spec = read_spec(int8_checkpoint)
+    assert spec.precision == "int8"
+    assert spec.quant["engine"] == "x86" and spec.quant["calibration_images"] > 0
+    assert spec.origin["kind"] == "quantize"
+    assert spec.origin["parent"] == str(trained.checkpoint)
+    assert spec.origin["parent_sha256"] == load_checkpoint(trained.checkpoint).sha256
+    assert spec.class_names == read_spec(trained.checkpoint).class_names
+    rec = json.loads((int8_checkpoint.parent / "quantize.json").read_text())
+    assert rec["val_n"] == len(open_dataset(spec.origin["dataset"]).split("studio").val)
+    assert 0 <= rec["val_accuracy_int8"] <= 1 and 0 <= rec["val_accuracy_fp32"] <= 1
+
+
+def test_default_output_folder(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "myrun"
+    shutil.copytree(trained.run, run)
+    rec = quantize_checkpoint(QuantizeConfig(str(run), engine="x86", calib_batches=1))
+    assert rec["checkpoint"] == str(tmp_path / "myrun-int8-x86" / "model.safetensors")
+    assert rec["calibration_images"] == 8
+
+
+def test_calibration_changes_the_int8_model(trained, studio):
+    model = load_checkpoint(trained.checkpoint).model
+    x, _ = studio
+    models = []
+    for batch in (x[:8], x[-8:] * 0.2):
+        prepared = prepare_ptsq(model, "x86")
+        assert calibrate(prepared, [batch]) == 8
+        models.append(convert_prepared(prepared, "x86"))
+    with torch.inference_mode():
+        a, b = (m(torch.from_numpy(x[:16])) for m in models)
+    assert not torch.equal(a, b)
+
+
+def test_unknown_engine(trained):
+    model = load_checkpoint(trained.checkpoint).model
+    with pytest.raises(ConfigError, match="not available"):
+        prepare_ptsq(model, "tpu9000")
+    with pytest.raises(ConfigError, match="tpu9000"):
+        quantize_checkpoint(QuantizeConfig(str(trained.checkpoint), engine="tpu9000"))
+
+
+def test_engine_missing_from_this_torch_build(trained, monkeypatch):
+    # An ARM build of torch has qnnpack only: asking it for x86 kernels is a user error.
+    monkeypatch.setattr(
+        type(torch.backends.quantized), "supported_engines", property(lambda self: ["qnnpack"])
+    )
+    model = load_checkpoint(trained.checkpoint).model
+    with pytest.raises(ConfigError) as err:
+        prepare_ptsq(model, "x86")
+    assert "'x86'" in str(err.value) and "qnnpack" in str(err.value)
+
+
+def test_quantizing_an_int8_checkpoint(int8_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="already int8"):
+        quantize_checkpoint(QuantizeConfig(str(int8_checkpoint), out=str(tmp_path / "q")))
+    assert not (tmp_path / "q").exists()
+
+
+def test_bad_calibration_options(trained):
+    with pytest.raises(ConfigError, match="--calib-batches"):
+        quantize_checkpoint(QuantizeConfig(str(trained.checkpoint), calib_batches=0))
+    prepared = prepare_ptsq(load_checkpoint(trained.checkpoint).model, "x86")
+    with pytest.raises(ConfigError, match="no images"):
+        calibrate(prepared, [])
+
+
+def test_host_engine_is_available():
+    assert host_engine() in torch.backends.quantized.supported_engines

@@ -1,0 +1,141 @@
+"""edgerobust.train: the run folder, the record, resuming, and option checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from edgerobust.checkpoint import load_checkpoint
+from edgerobust.data import decode_domain, open_dataset
+from edgerobust.errors import ConfigError, DataError
+from edgerobust.progress import ListReporter
+from edgerobust.train import TrainConfig, accuracy, batches, train
+
+
+def test_run_folder_and_record(trained, synthetic_root):
+    rec = json.loads((trained.run / "train.json").read_text())
+    assert rec == trained.record
+    assert {p.name for p in trained.run.iterdir()} >= {
+        "model.safetensors",
+        "last.safetensors",
+        "split.json",
+        "train.json",
+    }
+    assert [h["epoch"] for h in rec["history"]] == list(range(1, 21))
+    accs = [h["val_accuracy"] for h in rec["history"]]
+    assert rec["val_accuracy"] == max(accs)
+    assert rec["history"][rec["best_epoch"] - 1]["val_accuracy"] == rec["val_accuracy"]
+    ds = open_dataset(synthetic_root)
+    split = ds.split("studio")
+    assert rec["split"]["n_val"] == len(split.val) == rec["val_n"]
+    assert rec["split"]["n_train"] == len(split.train)
+    assert rec["classes"] == list(ds.classes)
+    assert rec["val_accuracy"] > 0.3  # it learned something (chance is 0.1)
+
+    # The best checkpoint reproduces the recorded validation accuracy.
+    ckpt = load_checkpoint(trained.checkpoint)
+    images = decode_domain(ds.domain("studio"), 32)
+    correct, n = accuracy(ckpt.model, images, split.val)
+    assert correct / n == pytest.approx(rec["val_accuracy"])
+    origin = ckpt.spec.origin
+    assert origin["source_domain"] == "studio" and origin["best_epoch"] == rec["best_epoch"]
+    assert origin["dataset"] == str(synthetic_root.resolve())
+    split_file = json.loads((trained.run / "split.json").read_text())
+    assert split_file["val_files"] == [ds.domain("studio").files[i] for i in split.val]
+
+
+def _cfg(data, out, epochs) -> TrainConfig:
+    return TrainConfig(
+        data=str(data),
+        source="studio",
+        arch="tinyresnet",
+        out=str(out),
+        epochs=epochs,
+        lr=0.05,
+        batch_size=32,
+        image_size=32,
+        augment=True,
+        device="cpu",
+    )
+
+
+def test_resume_equals_a_straight_run(synthetic_root, tmp_path):
+    straight = train(_cfg(synthetic_root, tmp_path / "straight", 4))
+
+    first = train(_cfg(synthetic_root, tmp_path / "resumed", 2))
+    assert len(first["history"]) == 2
+    rep = ListReporter()
+    resumed = train(_cfg(synthetic_root, tmp_path / "resumed", 4), rep)
+    assert any("at epoch 3/4" in line for line in rep.lines), rep.lines
+    assert resumed["history"][:2] == first["history"]
+    assert len(resumed["history"]) == 4
+
+    # Same weights and same history as four epochs in one go.
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    model_keys = [k for k in a if k.startswith("model.")]
+    assert model_keys and set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    for h1, h2 in zip(straight["history"], resumed["history"], strict=True):
+        assert h1["val_accuracy"] == h2["val_accuracy"]
+        assert h1["loss"] == pytest.approx(h2["loss"], rel=1e-5)
+    assert straight["best_epoch"] == resumed["best_epoch"]
+
+
+def test_another_configuration_starts_afresh(synthetic_root, tmp_path):
+    train(_cfg(synthetic_root, tmp_path / "run", 1))
+    rep = ListReporter()
+    rec = train(replace(_cfg(synthetic_root, tmp_path / "run", 1), lr=0.01), rep)
+    assert not any("resuming" in line for line in rep.lines)
+    assert len(rec["history"]) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"epochs": 0},
+        {"image_size": 8},
+        {"image_size": 4096},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"lr": -1.0},
+    ],
+)
+def test_bad_options(synthetic_root, tmp_path, change):
+    cfg = replace(_cfg(synthetic_root, tmp_path / "run", 1), **change)
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    assert "--" in str(err.value)  # names the option
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_source_domain(synthetic_root, tmp_path):
+    cfg = replace(_cfg(synthetic_root, tmp_path / "run", 1), source="sketch")
+    with pytest.raises(DataError, match="studio"):
+        train(cfg)
+
+
+def test_batches_cover_the_split_once_and_skip_unreadable(synthetic_root):
+    ds = open_dataset(synthetic_root)
+    images = decode_domain(ds.domain("studio"), 32)
+    ok = images.ok.copy()
+    ok[3] = False
+    images = replace(images, ok=ok)
+    idx = np.arange(20)
+    seen = []
+    for x, y in batches(images, idx, 6, shuffle_seed=7, augment=True):
+        assert x.dtype == np.float32 and x.shape[1:] == (3, 32, 32)
+        assert x.min() >= 0.0 and x.max() <= 1.0
+        seen.extend(y.tolist())
+    assert len(seen) == 19
+    assert sorted(seen) == sorted(np.delete(images.labels[:20], 3).tolist())
+    # A fixed (seed, epoch) gives the same order: what makes resuming exact.
+    ys = lambda s: [y.tolist() for _, y in batches(images, idx, 6, shuffle_seed=s)]  # noqa: E731
+    assert ys(7) == ys(7)
+    assert ys(7) != ys(8)
