@@ -11,7 +11,6 @@ Pruned models differ only in layer widths; :func:`build_model` rebuilds any of t
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 from torchvision.models.quantization import resnet as tvq
 
 from edgerobust.errors import CheckpointError, ConfigError
+from edgerobust.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,27 +70,19 @@ class Arch:
         return net
 
 
-_ARCHS: dict[str, Arch] = {}
+ARCHS: Registry[Arch] = Registry("architecture")
 
 
 def register_arch(arch: Arch) -> Arch:
-    if arch.name in _ARCHS:
-        raise ValueError(f"architecture {arch.name!r} is already registered")
-    _ARCHS[arch.name] = arch
-    return arch
+    return ARCHS.add(arch.name, arch)
 
 
 def get_arch(name: str) -> Arch:
-    try:
-        return _ARCHS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown architecture {name!r}: choose one of {', '.join(list_archs())}"
-        ) from None
+    return ARCHS.get(name)
 
 
 def list_archs(pattern: str = "*") -> list[str]:
-    return [n for n in _ARCHS if fnmatch.fnmatch(n, pattern)]
+    return ARCHS.list(pattern)
 
 
 _B, _BN = tvq.QuantizableBasicBlock, tvq.QuantizableBottleneck

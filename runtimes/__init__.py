@@ -12,13 +12,13 @@ scripting a device, without torch. Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from edgerobust.errors import ArtifactError, RuntimeUnavailable
+from edgerobust.registry import Registry
 
 from .manifest import FORMATS, Manifest, read_manifest, verify_artifact
 
@@ -38,34 +38,26 @@ class Runtime(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-_REGISTRY: dict[str, type] = {}
+RUNTIMES: Registry[type] = Registry("runtime", RuntimeUnavailable)
 
 
 def register(cls: type) -> type:
     """Class decorator adding a runtime to the registry; a duplicate name is an error."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"runtime {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return RUNTIMES.add(cls.name, cls)
 
 
 def get(name: str) -> type:
     """The runtime class registered as ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise RuntimeUnavailable(
-            f"unknown runtime {name!r}: choose one of {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return RUNTIMES.get(name)
 
 
 def list_runtimes(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(RUNTIMES.list(pattern))
 
 
 def default_runtime(fmt: str) -> str:
     """The runtime that runs a format: onnx -> onnxruntime, torchscript -> torchscript, ..."""
-    for name, cls in _REGISTRY.items():
+    for name, cls in RUNTIMES.items():
         if fmt in cls.formats:
             return name
     raise RuntimeUnavailable(f"no runtime runs the {fmt!r} format")
