@@ -1,0 +1,432 @@
+"""Stage adapters for ``edgerobust run``: one small function per stage kind.
+
+An adapter is ``fn(settings, inputs, out_dir, reporter) -> record path``. It turns the stage's
+settings (what its key is computed from) and its finished inputs (``role -> StageOutput``) into
+the one library call the CLI command of the same name makes, writes everything into
+``out_dir``, and returns the path of the JSON record it wrote. It holds no logic of its own.
+Heavy imports happen inside the adapters, so listing or planning a study imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edgerobust.errors import EdgeRobustError
+from edgerobust.progress import Reporter
+from edgerobust.runner import StageOutput, register_stage
+from edgerobust.runtimes.manifest import atomic_write_json
+
+
+class StageUnavailable(EdgeRobustError):
+    """A stage kind whose library code is not part of this installation."""
+
+
+def _data(settings: dict[str, Any], inputs: dict[str, StageOutput]) -> str:
+    """The dataset folder: the synthetic stage's output, or the study's folder."""
+    if "data" in inputs:
+        return inputs["data"].path("root")
+    return str(settings["data"])
+
+
+def _optional_import(module: str, names: tuple[str, ...], what: str) -> tuple[Any, ...]:
+    """Import ``names`` from ``module``, or fail the stage with one line saying what is missing."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            raise StageUnavailable(
+                f"{what}: not available in this installation ({module} is missing)"
+            ) from None
+        raise
+    missing = [n for n in names if not hasattr(mod, n)]
+    if missing:
+        raise StageUnavailable(
+            f"{what}: not available in this installation ({module} has no {', '.join(missing)})"
+        )
+    return tuple(getattr(mod, n) for n in names)
+
+
+def _config(cls: type, what: str, values: dict[str, Any]) -> Any:
+    """Build a frozen config dataclass from the stage's values.
+
+    None means "the config's default". A value the config has no field for is an error: a study
+    setting must never be ignored silently.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        if k not in fields:
+            raise StageUnavailable(
+                f"{what}: this installation's {cls.__name__} has no {k!r} setting"
+            )
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@register_stage("synthetic")
+def synthetic_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """The built-in synthetic domains (studio, webcam, natural), generated into ``out/data``."""
+    from edgerobust.synthetic import CLASSES, DOMAINS, make_synthetic
+
+    t = rep.task("synthetic domains", len(DOMAINS) * len(CLASSES) * settings["per_class"])
+    root = make_synthetic(
+        out / "data",
+        per_class=settings["per_class"],
+        size=settings["size"],
+        seed=settings["seed"],
+        progress=lambda d, n: rep.advance(t, 0, completed=d),
+    )
+    rep.done(t)
+    record = {
+        "record": "dataset",
+        "record_version": 1,
+        "kind": "synthetic",
+        "root": str(root),
+        "domains": list(DOMAINS),
+        "classes": list(CLASSES),
+        **settings,
+    }
+    atomic_write_json(out / "dataset.json", record)
+    return out / "dataset.json"
+
+
+# --------------------------------------------------------------------------- models
+
+
+@register_stage("train", resumable=True)
+def train_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust train``; resumable: a killed run continues from its last finished epoch."""
+    from edgerobust.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=_data(settings, inputs),
+        source=settings["source"],
+        arch=settings["arch"],
+        out=str(out),
+        weights=settings["weights"],
+        epochs=settings["epochs"],
+        lr=settings["lr"],
+        momentum=settings["momentum"],
+        weight_decay=settings["weight_decay"],
+        batch_size=settings["batch_size"],
+        image_size=settings["image_size"],
+        augment=settings["augment"],
+        seed=settings["seed"],
+        split_seed=settings["split_seed"],
+        val_fraction=settings["val_fraction"],
+        device=settings["device"],
+    )
+    train(cfg, rep)
+    return out / "train.json"
+
+
+@register_stage("prune", resumable=True)
+def prune_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust compress prune`` (issue 3): L1 filter pruning of a baseline, then retraining."""
+    (prune_config, prune_checkpoint) = _optional_import(
+        "edgerobust.prune", ("PruneConfig", "prune_checkpoint"), "pruning"
+    )
+    target = settings["target_params"]
+    cfg = _config(
+        prune_config,
+        "prune",
+        {
+            "checkpoint": inputs["model"].path("checkpoint"),
+            "out": str(out),
+            "ratio": settings["ratio"],
+            "target_params": str(target) if target is not None else None,
+            "data": _data(settings, inputs),
+            "epochs": settings["epochs"],
+            "lr": settings["lr"],
+            "lr_gamma": settings["lr_gamma"],
+            "momentum": settings["momentum"],
+            "weight_decay": settings["weight_decay"],
+            "batch_size": settings["batch_size"],
+            "augment": settings["augment"] or None,
+            "seed": settings["seed"],
+            "device": settings["device"],
+        },
+    )
+    prune_checkpoint(cfg, rep)
+    return out / "prune.json"
+
+
+@register_stage("distill", resumable=True)
+def distill_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust compress distill`` (issue 3): vanilla KD from a fine-tuned baseline."""
+    (distill_config, distill) = _optional_import(
+        "edgerobust.distill", ("DistillConfig", "distill"), "knowledge distillation"
+    )
+    teacher = inputs["teacher"]
+    cfg = _config(
+        distill_config,
+        "distill",
+        {
+            "teacher": teacher.path("checkpoint"),
+            "data": _data(settings, inputs),
+            "source": teacher.record.get("source_domain"),
+            "out": str(out),
+            "student": settings["student"],
+            "student_weights": settings["student_weights"],
+            "alpha": settings["alpha"],
+            "tau": settings["tau"],
+            "epochs": settings["epochs"],
+            "lr": settings["lr"],
+            "momentum": settings["momentum"],
+            "weight_decay": settings["weight_decay"],
+            "batch_size": settings["batch_size"],
+            "augment": settings["augment"] or None,
+            "seed": settings["seed"],
+            "device": settings["device"],
+        },
+    )
+    distill(cfg, rep)
+    return out / "distill.json"
+
+
+@register_stage("quantize")
+def quantize_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust compress quantize``: eager PTSQ int8 for one engine."""
+    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+
+    cfg = QuantizeConfig(
+        checkpoint=inputs["model"].path("checkpoint"),
+        engine=settings["engine"],
+        calib_batches=settings["calib_batches"],
+        out=str(out),
+    )
+    quantize_checkpoint(cfg, rep)
+    return out / "quantize.json"
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+@register_stage("export")
+def export_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust export`` with its parity gate; writes an ``export`` record beside the artifact."""
+    from edgerobust.exporters import ExportRequest, export
+
+    res = export(
+        ExportRequest(
+            checkpoint=inputs["model"].path("checkpoint"),
+            format=settings["format"],
+            quant=settings["quant"],
+            out=str(out),
+            name=settings["name"],
+            data=_data(settings, inputs) if "data" in inputs or "data" in settings else None,
+            parity_images=settings["parity_images"],
+            min_agreement=settings["min_agreement"],
+            force=settings["force"],
+        ),
+        rep,
+    )
+    m = res.manifest
+    record = {
+        "record": "export",
+        "record_version": 1,
+        "artifact": str(res.artifact),
+        "manifest": str(res.manifest_path),
+        "format": m.format,
+        "precision": m.precision,
+        "engine": m.engine,
+        "arch": m.arch,
+        "params": m.params,
+        "size_bytes": m.size_bytes,
+        "size_mb": m.size_bytes / 1e6,
+        "sha256": m.sha256,
+        "source": m.source,
+        "parity": m.parity,
+        "parity_passed": res.parity.passed,
+        "notes": list(m.notes),
+    }
+    atomic_write_json(out / "export.json", record)
+    return out / "export.json"
+
+
+@register_stage("eval-device", exclusive=True)
+def eval_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust eval-device``. Exclusive: latency is measured with no other stage running."""
+    from edgerobust.evaluate import EvalConfig, evaluate
+
+    domains = settings["domains"]
+    evaluate(
+        EvalConfig(
+            artifact=inputs["artifact"].path("artifact"),
+            data=_data(settings, inputs),
+            runtime=settings["runtime"],
+            domains=tuple(domains) if domains else None,
+            threads=settings["threads"],
+            batch_size=settings["batch_size"],
+            warmup=settings["warmup"],
+            latency_runs=settings["latency_runs"],
+            limit=settings["limit"],
+            out=str(out / "eval.json"),
+        ),
+        rep,
+    )
+    return out / "eval.json"
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+@register_stage("saltpepper")
+def saltpepper_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """Salt&Pepper (label ``blackbox``): the decision-based attack against the exported artifact,
+    queried inside its runtime, on the source domain's validation split (the paper's protocol).
+
+    One search serves every strength (success is decided per epsilon); one record per strength.
+    """
+    import numpy as np
+
+    from edgerobust.attacks.saltpepper import saltpepper_attack
+    from edgerobust.data import origin_images
+    from edgerobust.runtimes import open_artifact
+    from edgerobust.runtimes.preprocess import to_input
+
+    path = inputs["artifact"].path("artifact")
+    model = open_artifact(path, settings["runtime"], threads=settings["threads"])
+    man = model.manifest
+    data = _data(settings, inputs) if "data" in inputs or "data" in settings else None
+    _, images, val = origin_images(man.source, "val", man.input_size, data)
+    idx = [i for i in val if images.ok[i]]
+    limit = settings["limit"]
+    if limit is not None and limit < len(idx):
+        # A seeded sample: the split is class-sorted, so its first images are one class.
+        idx = sorted(np.random.default_rng(0).choice(idx, size=limit, replace=False).tolist())
+    x = to_input(np.asarray(images.pixels[idx]))
+    y = np.asarray(images.labels[idx])
+    t = rep.task(f"salt&pepper {man.file}", None)
+    res = saltpepper_attack(
+        model,
+        x,
+        y,
+        settings["epsilons"],
+        steps=settings["steps"],
+        seed=settings["seed"],
+        batch_size=settings["batch_size"],
+    )
+    rep.done(t)
+    n = len(idx)
+    clean = int(np.asarray(res.clean_correct).sum())
+    written = []
+    for k, (strength, eps) in enumerate(
+        zip(settings["strengths"], settings["epsilons"], strict=True)
+    ):
+        record = {
+            "record": "attack",
+            "record_version": 1,
+            "attack": "saltpepper",
+            "strength": strength,
+            "epsilon": eps,
+            "norm": "L2",
+            "label": "blackbox",
+            "n": n,
+            "clean_correct": clean,
+            "robust_correct": int(n - np.asarray(res.success[k]).sum()),
+            "steps": settings["steps"],
+            "queries_total": int(res.total_queries),
+            "seed": settings["seed"],
+            "images": f"{man.source.get('source_domain')} validation split",
+            "artifact": {
+                "path": str(path),
+                "file": man.file,
+                "format": man.format,
+                "precision": man.precision,
+                "engine": man.engine,
+                "sha256": man.sha256,
+            },
+            "runtime": model.info(),
+        }
+        name = f"saltpepper-{strength}.json"
+        atomic_write_json(out / name, record)
+        written.append(name)
+    atomic_write_json(
+        out / "attacks.json", {"record": "attack-index", "record_version": 1, "records": written}
+    )
+    return out / "attacks.json"
+
+
+@register_stage("attack")
+def attack_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """``edgerobust attack`` (issue 4): the study's white-box attacks at one strength.
+
+    Inputs: ``model`` (the checkpoint attacked: label ``direct``; for a PTSQ model its int8
+    checkpoint), ``parent`` (int8 only: the fp32 checkpoint whose adversarials are replayed on
+    the int8 model, label ``transfer``) and, for ONNX int8 (quantized by onnxruntime, so there
+    is no int8 checkpoint), ``artifact``: the ``.onnx`` file the transferred adversarials are
+    replayed on. Salt&Pepper is not here: it is the ``saltpepper`` stage, against artifacts.
+    """
+    (attack_config, run_attacks) = _optional_import(
+        "edgerobust.attacks.whitebox", ("AttackConfig", "run_attacks"), "white-box attacks"
+    )
+    model = inputs.get("model") or inputs["parent"]
+    cfg = _config(
+        attack_config,
+        "attack",
+        {
+            "checkpoint": model.path("checkpoint"),
+            "data": _data(settings, inputs),
+            "domain": settings["domain"],
+            "attacks": tuple(settings["attacks"]),
+            "strength": settings["strength"],
+            "limit": settings["limit"],
+            "batch_size": settings["batch_size"],
+            "out": str(out),
+            "transfer_from": inputs["parent"].path("checkpoint") if "parent" in inputs else None,
+            "artifact": inputs["artifact"].path("artifact") if "artifact" in inputs else None,
+        },
+    )
+    result = run_attacks(cfg, rep)
+    return _attack_record_path(result, out)
+
+
+def _attack_record_path(result: Any, out: Path) -> Path:
+    """The attack module writes one record per attack; the stage points at an index of them."""
+    import json
+
+    records = result if isinstance(result, list) else [result] if isinstance(result, dict) else []
+    written = []
+    for p in sorted(out.rglob("*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("record") == "attack":
+            written.append(str(p.relative_to(out)))
+    if not written:  # records returned but not written: write them, one file each
+        for i, rec in enumerate(records):
+            name = f"attack-{i:02d}.json"
+            atomic_write_json(out / name, rec)
+            written.append(name)
+    index = {"record": "attack-index", "record_version": 1, "records": written}
+    atomic_write_json(out / "attacks.json", index)
+    return out / "attacks.json"
