@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from edgerobust.checkpoint import CHECKPOINT_NAME, ModelSpec, save_checkpoint
-from edgerobust.data import DEFAULT_SEED, DEFAULT_VAL_FRACTION, Images, decode_domain, open_dataset
+from edgerobust.data import (
+    DEFAULT_SEED,
+    DEFAULT_VAL_FRACTION,
+    Domain,
+    Images,
+    Split,
+    decode_domain,
+    open_dataset,
+)
 from edgerobust.errors import ConfigError
 from edgerobust.models import count_params, create_model
 from edgerobust.progress import NullReporter, Reporter
@@ -67,15 +75,15 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def batches(
+def indexed_batches(
     images: Images,
     indices: np.ndarray,
     batch_size: int,
     *,
     shuffle_seed: int | None = None,
     augment: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Float32 [0, 1] NCHW batches and labels; a fixed shuffle per (seed, epoch) for resumability."""
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Like :func:`batches`, also yielding each batch's image indices (for per-image caches)."""
     idx = np.asarray([i for i in indices if images.ok[i]], dtype=np.int64)
     if shuffle_seed is not None:
         rng = np.random.default_rng(shuffle_seed)
@@ -91,7 +99,22 @@ def batches(
         x = to_input(np.asarray(images.pixels[sel]))
         if augment and rng is not None:
             x = _augment(x, rng)
-        yield x, images.labels[sel]
+        yield sel, x, images.labels[sel]
+
+
+def batches(
+    images: Images,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    augment: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Float32 [0, 1] NCHW batches and labels; a fixed shuffle per (seed, epoch) for resumability."""
+    for _, x, y in indexed_batches(
+        images, indices, batch_size, shuffle_seed=shuffle_seed, augment=augment
+    ):
+        yield x, y
 
 
 def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -131,6 +154,8 @@ def _config_key(cfg: TrainConfig) -> str:
     d = cfg.to_dict()
     d.pop("out")
     d.pop("device")
+    # Raising --epochs continues the same run (the schedule is epoch-independent: fixed lr).
+    d.pop("epochs")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,23 +167,162 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     ds = open_dataset(cfg.data)
     domain = ds.domain(cfg.source)
     split = ds.split(cfg.source, cfg.split_seed, cfg.val_fraction)
-    t = rep.task(f"decode {cfg.source}", len(domain))
-    images = decode_domain(
-        domain, cfg.image_size, progress=lambda d, n: rep.advance(t, d, completed=d)
-    )
-    rep.done(t)
-    if images.failures:
-        rep.log(f"skipping {len(images.failures)} unreadable image(s) in {cfg.source}")
+    images = decode_for_training(domain, cfg.image_size, rep)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model, weights_info = create_model(cfg.arch, len(ds.classes), weights=cfg.weights)
+    spec = ModelSpec(arch=cfg.arch, class_names=ds.classes, input_size=cfg.image_size)
+    origin = {
+        "kind": "train",
+        **split_origin(cfg.data, split),
+        "weights": weights_info,
+        "config": cfg.to_dict(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "split.json", split.to_dict(domain))
+    result = fit(
+        model,
+        images,
+        split.train,
+        split.val,
+        FitConfig(
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size,
+            augment=cfg.augment,
+            seed=cfg.seed,
+        ),
+        out=out,
+        spec=spec,
+        origin=origin,
+        key=_config_key(cfg),
+        device=device,
+        reporter=rep,
+    )
+    record = {
+        "record": "train",
+        "record_version": 1,
+        "checkpoint": str(out / CHECKPOINT_NAME),
+        "arch": cfg.arch,
+        "params": count_params(model),
+        "source_domain": cfg.source,
+        "classes": list(ds.classes),
+        "split": {
+            "seed": cfg.split_seed,
+            "val_fraction": cfg.val_fraction,
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+        },
+        "best_epoch": result.best_epoch,
+        "val_accuracy": result.best_acc,
+        "val_n": result.val_n,
+        "history": result.history,
+        "device": str(device),
+        "seconds_this_session": result.seconds,
+        "config": cfg.to_dict(),
+        "weights": weights_info,
+    }
+    atomic_write_json(out / "train.json", record)
+    return record
+
+
+def decode_for_training(domain: Domain, size: int, reporter: Reporter) -> Images:
+    """Decode (or load from cache) one domain with a progress bar; logs unreadable files."""
+    t = reporter.task(f"decode {domain.name}", len(domain))
+    images = decode_domain(domain, size, progress=lambda d, n: reporter.advance(t, d, completed=d))
+    reporter.done(t)
+    if images.failures:
+        reporter.log(f"skipping {len(images.failures)} unreadable image(s) in {domain.name}")
+    return images
+
+
+def split_origin(data: str | Path, split: Split) -> dict[str, Any]:
+    """The part of a spec's origin that lets export/quantize find the model's source images."""
+    return {
+        "dataset": str(Path(data).resolve()),
+        "source_domain": split.domain,
+        "split_seed": split.seed,
+        "val_fraction": split.val_fraction,
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+    }
+
+
+# ----------------------------------------------------------------------------- the loop
+
+# An objective maps (model, x, y, image indices of the batch) to a scalar loss. The indices let
+# knowledge distillation look up cached teacher logits (see edgerobust.distill).
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to optimize: what train, prune retraining and distillation share.
+
+    The learning rate follows a step schedule: ``lr * lr_gamma ** k`` from epoch ``m_k`` on
+    (0-based), for ``lr_milestones = (m_1, m_2, ...)`` - what ``torch.optim.lr_scheduler.MultiStepLR``
+    does, computed from the epoch number so that a resumed run lands on the same rate.
+    """
+
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    augment: bool = False
+    seed: int = 1
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 1.0
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``."""
+        return self.lr * self.lr_gamma ** sum(1 for m in self.lr_milestones if epoch >= m)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: list[dict[str, Any]]
+    best_acc: float
+    best_epoch: int
+    val_n: int
+    seconds: float
+
+
+def fit(
+    model: nn.Module,
+    images: Images,
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+    cfg: FitConfig,
+    *,
+    out: Path,
+    spec: ModelSpec,
+    origin: dict[str, Any],
+    key: str,
+    device: torch.device,
+    objective: Objective | None = None,
+    reporter: Reporter | None = None,
+) -> FitResult:
+    """Train ``model`` in place with SGD; keep the best-validation checkpoint at ``OUT/model.safetensors``.
+
+    ``OUT/last.safetensors`` holds the resume point (weights, optimizer state, history) under
+    ``key``: rerunning with the same key continues where the last run stopped; another key
+    starts over. The best checkpoint's spec is ``spec`` with ``origin`` plus best epoch and val
+    accuracy. ``objective`` defaults to cross-entropy on the labels.
+    """
+    rep = reporter or NullReporter()
     model.to(device)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     loss_fn = nn.CrossEntropyLoss()
+    if objective is None:
 
-    key = _config_key(cfg)
+        def objective(m: nn.Module, x: torch.Tensor, y: torch.Tensor, _sel: np.ndarray):
+            return loss_fn(m(x), y)
+
     history: list[dict[str, Any]] = []
     start_epoch, best_acc, best_epoch = 0, -1.0, -1
     last = out / "last.safetensors"
@@ -177,28 +341,18 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
             )
             rep.log(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
 
-    spec = ModelSpec(arch=cfg.arch, class_names=ds.classes, input_size=cfg.image_size)
-    origin = {
-        "kind": "train",
-        "dataset": str(Path(cfg.data).resolve()),
-        "source_domain": cfg.source,
-        "split_seed": cfg.split_seed,
-        "val_fraction": cfg.val_fraction,
-        "n_train": len(split.train),
-        "n_val": len(split.val),
-        "weights": weights_info,
-        "config": cfg.to_dict(),
-    }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "split.json", split.to_dict(domain))
-    train_idx, val_idx = np.asarray(split.train), np.asarray(split.val)
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     n_batches = -(-int(images.ok[train_idx].sum()) // cfg.batch_size)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
+        lr = cfg.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
         model.train()
         task = rep.task(f"epoch {epoch + 1}/{cfg.epochs}", n_batches)
         total_loss, seen = 0.0, 0
-        for x, y in batches(
+        for sel, x, y in indexed_batches(
             images,
             train_idx,
             cfg.batch_size,
@@ -207,7 +361,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         ):
             xb, yb = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            loss = objective(model, xb, yb, sel)
             loss.backward()
             opt.step()
             total_loss += loss.item() * len(y)
@@ -216,14 +370,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         rep.done(task)
         correct, n = accuracy(model, images, val_idx, device=device)
         val_acc = correct / max(n, 1)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": total_loss / max(seen, 1),
-                "val_accuracy": val_acc,
-                "val_n": n,
-            }
-        )
+        entry = {
+            "epoch": epoch + 1,
+            "loss": total_loss / max(seen, 1),
+            "val_accuracy": val_acc,
+            "val_n": n,
+        }
+        if cfg.lr_milestones:  # a constant rate is in the config already
+            entry["lr"] = lr
+        history.append(entry)
         rep.log(
             f"epoch {epoch + 1}: loss {total_loss / max(seen, 1):.4f}  val acc {val_acc:.3f} ({correct}/{n})"
         )
@@ -235,31 +390,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
                 spec.with_origin(**origin, best_epoch=best_epoch, val_accuracy=best_acc, val_n=n),
             )
         _save_resume(last, model, opt, key, epoch + 1, best_acc, best_epoch, history)
-    record = {
-        "record": "train",
-        "record_version": 1,
-        "checkpoint": str(out / CHECKPOINT_NAME),
-        "arch": cfg.arch,
-        "params": count_params(model),
-        "source_domain": cfg.source,
-        "classes": list(ds.classes),
-        "split": {
-            "seed": cfg.split_seed,
-            "val_fraction": cfg.val_fraction,
-            "n_train": len(split.train),
-            "n_val": len(split.val),
-        },
-        "best_epoch": best_epoch,
-        "val_accuracy": best_acc,
-        "val_n": history[-1]["val_n"] if history else 0,
-        "history": history,
-        "device": str(device),
-        "seconds_this_session": round(time.perf_counter() - t0, 2),
-        "config": cfg.to_dict(),
-        "weights": weights_info,
-    }
-    atomic_write_json(out / "train.json", record)
-    return record
+    return FitResult(
+        history=history,
+        best_acc=best_acc,
+        best_epoch=best_epoch,
+        val_n=history[-1]["val_n"] if history else 0,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
 
 
 def _save_resume(
