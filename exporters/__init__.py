@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgerobust import __version__
+from edgerobust.errors import ConfigError, ParityError
+from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes.manifest import (
     Manifest,
     atomic_write_json,
     sha256_file,
 )
 from edgerobust.runtimes.preprocess import to_input
-
-from edgerobust import __version__
-from edgerobust.errors import ConfigError, ParityError
-from edgerobust.progress import NullReporter, Reporter
 
 from .parity import ParityBar, ParityResult, compare
 

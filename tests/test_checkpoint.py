@@ -10,7 +10,6 @@ import struct
 import numpy as np
 import pytest
 import torch
-from edgerobust.runtimes.manifest import sha256_file
 
 from edgerobust.checkpoint import (
     SPEC_KEY,
@@ -21,6 +20,7 @@ from edgerobust.checkpoint import (
 )
 from edgerobust.errors import CheckpointError
 from edgerobust.models import build_model, count_params, layer_widths
+from edgerobust.runtimes.manifest import sha256_file
 
 CLASSES = tuple(f"c{i}" for i in range(6))
 

@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from edgerobust.runtimes.manifest import atomic_write_json, sha256_file
 
 from edgerobust import __version__
 from edgerobust.cli import main
+from edgerobust.runtimes.manifest import atomic_write_json, sha256_file
 
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 

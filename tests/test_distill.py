@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from edgerobust.exporters import ExportRequest, export
-from edgerobust.runtimes import open_artifact
-from edgerobust.runtimes.manifest import sha256_file
-from edgerobust.runtimes.preprocess import to_input
 
 from edgerobust.checkpoint import load_checkpoint
 from edgerobust.cli import main
 from edgerobust.data import decode_domain, open_dataset, origin_images
 from edgerobust.distill import DistillConfig, distill, kd_loss, teacher_logits
 from edgerobust.errors import ConfigError
+from edgerobust.exporters import ExportRequest, export
 from edgerobust.progress import ListReporter
+from edgerobust.runtimes import open_artifact
+from edgerobust.runtimes.manifest import sha256_file
+from edgerobust.runtimes.preprocess import to_input
 
 
 def _cfg(trained, data, out: Path, **kw) -> DistillConfig:

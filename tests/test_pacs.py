@@ -37,10 +37,10 @@ def test_pacs_end_to_end_through_onnx(tmp_path):
     """An untrained tinyresnet, exported to ONNX and evaluated on 20 images per domain: proves
     the real-data path (JPEG decoding at 227 -> 32 px, split, export parity, eval) end to end."""
     import torch
-    from edgerobust.exporters import ExportRequest, export
 
     from edgerobust.checkpoint import ModelSpec, save_checkpoint
     from edgerobust.evaluate import EvalConfig, evaluate
+    from edgerobust.exporters import ExportRequest, export
     from edgerobust.models import build_model
 
     torch.manual_seed(0)

@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edgerobust.exporters import ExportRequest, export
-from edgerobust.runtimes import open_artifact
-from edgerobust.runtimes.manifest import sha256_file
-from edgerobust.runtimes.preprocess import to_input
 from torch import nn
 
 from edgerobust.checkpoint import load_checkpoint, read_spec
 from edgerobust.cli import main
 from edgerobust.data import origin_images
 from edgerobust.errors import ConfigError
+from edgerobust.exporters import ExportRequest, export
 from edgerobust.models import build_model, count_params, layer_widths
 from edgerobust.progress import ListReporter
 from edgerobust.prune import (
@@ -33,6 +30,9 @@ from edgerobust.prune import (
     prune_model,
     search_sensitivity,
 )
+from edgerobust.runtimes import open_artifact
+from edgerobust.runtimes.manifest import sha256_file
+from edgerobust.runtimes.preprocess import to_input
 
 
 def _cfg(trained, out: Path, **kw) -> PruneConfig:

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from edgerobust.runtimes.preprocess import to_input
 
 from edgerobust.checkpoint import load_checkpoint, read_spec
 from edgerobust.compress import QuantizeConfig, quantize_checkpoint
 from edgerobust.data import decode_domain, open_dataset
 from edgerobust.errors import ConfigError
 from edgerobust.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+from edgerobust.runtimes.preprocess import to_input
 
 
 def _state_bytes(model: torch.nn.Module) -> int:

@@ -159,6 +159,7 @@ def _artifact_digest(path: Path) -> str:
     process-dependent parts (a random serialization id, type-mangling counters, the temporary
     file's name), so they are compared by what they compute: their logits on a fixed batch."""
     import numpy as np
+
     from edgerobust.runtimes import open_artifact
 
     if path.suffix == ".onnx":

@@ -8,6 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
+
+from edgerobust.checkpoint import load_checkpoint
+from edgerobust.data import origin_images
+from edgerobust.errors import ConfigError, ParityError
 from edgerobust.exporters import ExportRequest, export
 from edgerobust.exporters.onnx import op_counts
 from edgerobust.exporters.parity import ParityBar, compare
@@ -15,10 +19,6 @@ from edgerobust.runtimes import open_artifact
 from edgerobust.runtimes.manifest import sha256_file
 from edgerobust.runtimes.ort import OnnxRuntime
 from edgerobust.runtimes.preprocess import to_input
-
-from edgerobust.checkpoint import load_checkpoint
-from edgerobust.data import origin_images
-from edgerobust.errors import ConfigError, ParityError
 
 KINDS = [
     ("onnx", "fp32"),

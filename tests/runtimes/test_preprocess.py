@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgerobust.runtimes.preprocess import ImageDecodeError, decode_image, load_input, to_input
 from PIL import Image
+
+from edgerobust.runtimes.preprocess import ImageDecodeError, decode_image, load_input, to_input
 
 
 def test_to_input_layout_dtype_and_range():

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from edgerobust.errors import ArtifactError, RuntimeUnavailable
 from edgerobust.runtimes import (
     default_runtime,
     get,
@@ -16,8 +18,6 @@ from edgerobust.runtimes import (
 )
 from edgerobust.runtimes.ort import OnnxRuntime
 from edgerobust.runtimes.torchscript import LiteRuntime, TorchScriptRuntime
-
-from edgerobust.errors import ArtifactError, RuntimeUnavailable
 
 KINDS = [
     ("onnx", "fp32", "onnxruntime"),
