@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerobust.errors import DataError
-from edgerobust.runtimes.manifest import atomic_write_bytes, atomic_write_json
+from edgerobust.runtimes.manifest import atomic_write_json
 from edgerobust.runtimes.preprocess import ImageDecodeError, decode_image, to_input
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -277,7 +277,19 @@ def decode_domain(
                 return Images(domain.name, size, pixels, labels, ok, failures)
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             pass  # a damaged cache entry is rebuilt below
-    pixels = np.zeros((len(domain), size, size, 3), dtype=np.uint8)
+    shape = (len(domain), size, size, 3)
+    tmp = None
+    if cache:
+        # Decode straight into a memory-mapped .npy beside the cache entry: a whole domain never
+        # has to fit in RAM (PACS sketch at 224 px is 590 MB; a Raspberry Pi may have 1 GB).
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
+            pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        except OSError:
+            tmp = None  # caching is an optimisation; a read-only home must not stop evaluation
+    if tmp is None:
+        pixels = np.zeros(shape, dtype=np.uint8)
     failures: dict[int, str] = {}
     paths = domain.paths()
 
@@ -287,25 +299,25 @@ def decode_domain(
         except ImageDecodeError as exc:
             failures[i] = str(exc.__cause__ or exc)
 
-    # PIL releases the GIL while decoding, so threads give a real speed-up.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, _ in enumerate(pool.map(work, range(len(paths))), 1):
-            if progress and (done % 64 == 0 or done == len(paths)):
-                progress(done, len(paths))
-    ok = np.ones(len(domain), dtype=bool)
-    ok[list(failures)] = False
-    if cache:
-        try:
-            import io
-
-            buf = io.BytesIO()
-            np.save(buf, pixels)
-            atomic_write_bytes(npy, buf.getvalue())
+    try:
+        # PIL releases the GIL while decoding, so threads give a real speed-up.
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for done, _ in enumerate(pool.map(work, range(len(paths))), 1):
+                if progress and (done % 64 == 0 or done == len(paths)):
+                    progress(done, len(paths))
+        if tmp is not None:
+            pixels.flush()
+            del pixels
+            os.replace(tmp, npy)
             atomic_write_json(
                 meta_path, {"domain": domain.name, "size": size, "failures": failures}
             )
-        except OSError:
-            pass  # caching is an optimisation; a read-only home must not break evaluation
+            pixels = np.load(npy, mmap_mode="r")
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+    ok = np.ones(len(domain), dtype=bool)
+    ok[list(failures)] = False
     return Images(domain.name, size, pixels, labels, ok, dict(sorted(failures.items())))
 
 
