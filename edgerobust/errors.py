@@ -43,6 +43,10 @@ class ConfigError(EdgeRobustError):
     """An option or configuration value is out of range or inconsistent."""
 
 
+class EmulationUnavailable(EdgeRobustError):
+    """This host cannot run the emulated arm64 device (no root, no binfmt_misc, no qemu)."""
+
+
 def require_torch(what: str) -> None:
     """Raise :class:`MissingExtra` with install advice when torch cannot be imported."""
     try:

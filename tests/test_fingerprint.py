@@ -9,7 +9,14 @@ import platform
 
 import pytest
 
-from edgerobust.fingerprint import INTERESTING_FLAGS, host_fingerprint, int8_advice, parse_cpuinfo
+from edgerobust.fingerprint import (
+    INTERESTING_FLAGS,
+    cpu_identity,
+    host_fingerprint,
+    hwcap_flags,
+    int8_advice,
+    parse_cpuinfo,
+)
 
 # Raspberry Pi 4 Model B, Raspberry Pi OS 64-bit (Cortex-A72: no dot-product instructions).
 # Every Pi reports "Hardware : BCM2835" since kernel 4.9, whatever its SoC.
@@ -184,3 +191,57 @@ def test_host_fingerprint():
     assert set(fp["isa_flags"]) <= set(INTERESTING_FLAGS)
     assert fp["runtime"] == {"runtime": "onnxruntime"}
     assert fp["int8_warning"] is None or isinstance(fp["int8_warning"], str)
+    assert fp["flags_source"] in ("cpuinfo", "AT_HWCAP", None)
+
+
+# --------------------------------------------------------------------------- AT_HWCAP (emulation)
+
+# AT_HWCAP words. A real Pi's kernel sets the bits of its "Features" line (bit numbers from
+# arch/arm64/include/uapi/asm/hwcap.h: fp 0, asimd 1, evtstrm 2, crc32 7, cpuid 11, asimddp 20...).
+PI4_HWCAP = 0x887
+PI5_HWCAP = 0x119FFF
+# What qemu-aarch64 7.2 (Debian bookworm) hands a process with QEMU_CPU=cortex-a72 / cortex-a76
+# (read with getauxval inside the emulated root): no evtstrm, and its A72 has the crypto extension.
+QEMU_A72_HWCAP = 0x8FB
+QEMU_A76_HWCAP = 0x119FFB
+
+
+def _features(text: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith("Features"))
+    return sorted(line.split(":", 1)[1].split())
+
+
+def test_hwcap_bits_name_the_features_the_kernel_prints():
+    assert hwcap_flags(PI4_HWCAP) == _features(PI4_CPUINFO)
+    assert hwcap_flags(PI5_HWCAP) == _features(PI5_CPUINFO)
+    assert "asimddp" in hwcap_flags(1 << 20) and hwcap_flags(0) == []
+    assert hwcap_flags(0, 1 << 13) == ["i8mm"] and "sve2" in hwcap_flags(0, 1 << 1)
+
+
+@pytest.mark.parametrize(
+    "hwcap, warns", [(QEMU_A72_HWCAP, True), (QEMU_A76_HWCAP, False)], ids=["a72", "a76"]
+)
+def test_emulated_arm_reads_flags_from_auxv_not_the_hosts_cpuinfo(hwcap, warns):
+    # Under qemu-user /proc/cpuinfo is the x86 host's: its flags (VNNI here) must not leak into
+    # an aarch64 fingerprint, and the dot-product verdict must follow the emulated CPU.
+    cpu = cpu_identity("aarch64", XEON_VNNI_CPUINFO, (hwcap, 0))
+    assert cpu["flags_source"] == "AT_HWCAP"
+    assert "avx512_vnni" not in cpu["flags"] and {"fp", "asimd"} <= set(cpu["flags"])
+    assert "Xeon" not in cpu["cpu_model"] and "emulated" in cpu["cpu_model"]
+    assert (int8_advice("aarch64", cpu["flags"]) is not None) == warns
+
+
+def test_real_cpuinfo_wins_over_auxv():
+    # On a real Pi /proc/cpuinfo names the core; the auxiliary vector is only the fallback.
+    cpu = cpu_identity("aarch64", PI5_CPUINFO, (QEMU_A72_HWCAP, 0))
+    assert cpu == {**parse_cpuinfo(PI5_CPUINFO), "flags_source": "cpuinfo"}
+    assert cpu_identity("x86_64", XEON_VNNI_CPUINFO, None)["flags_source"] == "cpuinfo"
+    # 32-bit ARM has no "asimd" (it says "neon"): its cpuinfo is still its own.
+    assert cpu_identity("armv7l", PI4_32BIT_CPUINFO, None)["flags_source"] == "cpuinfo"
+
+
+def test_no_cpuinfo_at_all():
+    cpu = cpu_identity("aarch64", None, (PI4_HWCAP, 0))
+    assert cpu["flags"] == _features(PI4_CPUINFO) and cpu["flags_source"] == "AT_HWCAP"
+    assert "emulated" not in cpu["cpu_model"]  # nothing says so: only that the model is unknown
+    assert cpu_identity("aarch64", None, None)["flags_source"] is None
