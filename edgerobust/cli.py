@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from edgerobust import __version__
+from edgerobust.attacks import Strength, parse_attacks, parse_eps
 from edgerobust.errors import ConfigError, EdgeRobustError
 
 app = typer.Typer(
@@ -44,6 +45,12 @@ class Engine(str, Enum):
     fbgemm = "fbgemm"
     x86 = "x86"
     qnnpack = "qnnpack"
+
+
+class SpStop(str, Enum):
+    none = "none"
+    exact = "exact"
+    settled = "settled"
 
 
 class RuntimeName(str, Enum):
@@ -254,6 +261,134 @@ def compress_quantize(
     )
 
 
+@compress_app.command("prune")
+def compress_prune(
+    checkpoint: Annotated[Path, typer.Argument(help="fp32 checkpoint (file or run folder).")],
+    out: Annotated[Path, typer.Option(help="Run folder (model.safetensors, prune.json).")],
+    ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="Sensitivity s in (0, 1): stage k loses s*w_k of its channels, "
+            "w = 0.4, 0.6, 0.8, 1.0 (deepest stage pruned most)."
+        ),
+    ] = None,
+    target_params: Annotated[
+        str | None,
+        typer.Option(help="Parameter count to reach within 2 %, e.g. 4.51M, 850k, 11190000."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the checkpoint's).")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Source domain to retrain on (default: the checkpoint's).")
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Retraining epochs (paper: 100; 0: prune only).")
+    ] = 100,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Base lr (default: paper's, 1e-3 /10 at 70 % or 1e-4 for ResNet-50/152)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 8).")] = 8,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay (paper: 1e-4).")] = 1e-4,
+    augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for shuffling.")] = 1,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+) -> None:
+    """L1-norm filter pruning (Li et al.), then retraining on the source domain. Rerun to resume."""
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+    from edgerobust.errors import require_torch
+
+    require_torch("compress prune")
+    from edgerobust.prune import PruneConfig, prune_checkpoint
+
+    cfg = PruneConfig(
+        checkpoint=str(checkpoint),
+        out=str(out),
+        ratio=ratio,
+        target_params=target_params,
+        data=str(data) if data else None,
+        source=source,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        augment=augment,
+        seed=seed,
+        device=device,
+    )
+    with RichReporter() as rep:
+        rec = prune_checkpoint(cfg, rep)
+    stdout.print(
+        f"{rec['params_before']:,} -> {rec['params_after']:,} params "
+        f"(compression rate {_pct(rec['compression_rate'])} %, channel ratio "
+        f"{rec['channel_ratio']:.3f}, sensitivity {rec['sensitivity']:.4f}); val accuracy "
+        f"{_pct(rec['val_accuracy'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
+    )
+
+
+@compress_app.command("distill")
+def compress_distill(
+    teacher: Annotated[Path, typer.Option(help="Fine-tuned teacher checkpoint (fp32).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    source: Annotated[str, typer.Option(help="Source domain to distill on.")],
+    out: Annotated[Path, typer.Option(help="Run folder (model.safetensors, distill.json).")],
+    student: Annotated[str, typer.Option(help="Student architecture.")] = "resnet18",
+    student_weights: Annotated[
+        str, typer.Option(help="imagenet (paper) | none | PATH to a local weight file.")
+    ] = "imagenet",
+    alpha: Annotated[
+        float, typer.Option(help="Weight of the soft-target term (paper: 0.2).")
+    ] = 0.2,
+    tau: Annotated[float, typer.Option(help="Temperature (paper: 10).")] = 10.0,
+    epochs: Annotated[int, typer.Option(help="Epochs (paper: 100).")] = 100,
+    lr: Annotated[float, typer.Option(help="Base lr, divided by 5 at 70 % of the epochs.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 8).")] = 8,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay (paper: 1e-3).")] = 1e-3,
+    augment: Annotated[
+        bool, typer.Option(help="Random flips and shifts (teacher logits are then not cached).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+) -> None:
+    """Vanilla knowledge distillation from a fine-tuned teacher into a smaller student."""
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+    from edgerobust.errors import require_torch
+
+    require_torch("compress distill")
+    from edgerobust.distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        teacher=str(teacher),
+        data=str(data),
+        source=source,
+        out=str(out),
+        student=student,
+        student_weights=student_weights,
+        alpha=alpha,
+        tau=tau,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        augment=augment,
+        seed=seed,
+        device=device,
+    )
+    with RichReporter() as rep:
+        rec = distill(cfg, rep)
+    stdout.print(
+        f"{rec['student_arch']} student: {rec['params_student']:,} params vs teacher "
+        f"{rec['params_teacher']:,} (compression rate {_pct(rec['compression_rate'])} %); "
+        f"val accuracy {_pct(rec['val_accuracy'])} % vs teacher "
+        f"{_pct(rec['val_accuracy_teacher'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
+    )
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -372,13 +507,35 @@ def eval_device(
         str | None, typer.Option(help="Comma-separated domains (default: all).")
     ] = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    providers: Annotated[
+        str | None,
+        typer.Option(
+            help="onnxruntime execution providers, in order (default: CPUExecutionProvider)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size for the accuracy pass.")] = 16,
     latency_runs: Annotated[int, typer.Option(help="Timed batch-1 calls.")] = 100,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up calls.")] = 10,
     limit: Annotated[
         int | None, typer.Option(help="At most N images per domain (seeded sample).")
     ] = None,
+    attack: Annotated[
+        str | None,
+        typer.Option(help="Black-box attack run against the artifact itself: saltpepper."),
+    ] = None,
+    eps: Annotated[
+        str | None, typer.Option(help="Attack budgets, L2 in [0,1] pixels (default: 1,15).")
+    ] = None,
+    sp_steps: Annotated[int, typer.Option(help="Salt&Pepper steps (paper: 400).")] = 400,
+    sp_seed: Annotated[int, typer.Option(help="Salt&Pepper noise seed.")] = 0,
+    sp_stop: Annotated[
+        SpStop, typer.Option(help="Salt&Pepper early stopping (see bench-saltpepper).")
+    ] = SpStop.exact,
     out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+    logits_out: Annotated[
+        Path | None,
+        typer.Option(help="Also save every logit and its image (.npz), to compare machines."),
+    ] = None,
 ) -> None:
     """Evaluate an artifact inside its runtime: accuracy per domain, latency, size, memory."""
     from edgerobust.console import RichReporter
@@ -391,21 +548,379 @@ def eval_device(
         runtime=runtime.value if runtime else None,
         domains=_csv(domains),
         threads=threads,
+        providers=_csv(providers),
         batch_size=batch_size,
         warmup=warmup,
         latency_runs=latency_runs,
         limit=limit,
+        attack=attack,
+        attack_eps=parse_eps(eps) if attack else None,
+        attack_steps=sp_steps,
+        attack_seed=sp_seed,
+        attack_stop=sp_stop.value,
         out=str(out) if out else None,
+        logits_out=str(logits_out) if logits_out else None,
     )
+    if eps is not None and attack is None:
+        raise ConfigError("--eps needs --attack saltpepper")
     with RichReporter() as rep:
         record = evaluate(cfg, rep)
     stdout.print(eval_table([record]))
+    for d in record["domains"]:
+        a = d.get("attack")
+        if a:
+            accs = ", ".join(
+                f"eps {e:g}: {_pct(r)} %"
+                for e, r in zip(a["eps"], a["robust_accuracy"], strict=True)
+            )
+            stdout.print(
+                f"{a['attack']} ({a['label']}) on {d['domain']}: robust accuracy {accs} "
+                f"(n={a['n']}, {a['queries']} queries, stop {a['stop']})"
+            )
     mem = record["memory"]
     if mem["peak_rss_mb"] is not None:
         stdout.print(f"peak RSS {mem['peak_rss_mb']:.0f} MB ({mem['method']})")
     warning = record["host"].get("int8_warning")
     if warning and record["artifact"]["precision"] == "int8":
         stdout.print(f"[yellow]warning:[/] {warning}")
+    if out:
+        stdout.print(f"record -> {out}")
+
+
+# --------------------------------------------------------------------------- device-check
+
+
+class CpuName(str, Enum):
+    cortex_a72 = "cortex-a72"
+    cortex_a76 = "cortex-a76"
+
+
+@app.command("device-check")
+def device_check_cmd(
+    artifacts: Annotated[
+        list[Path], typer.Argument(help="Artifacts (.onnx/.pt/.ptl), each with its manifest.")
+    ],
+    cpu: Annotated[
+        CpuName, typer.Option(help="Emulated core: cortex-a72 (Pi 4) or cortex-a76 (Pi 5).")
+    ] = CpuName.cortex_a72,
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the one in the manifest).")
+    ] = None,
+    domains: Annotated[
+        str | None, typer.Option(help="Comma-separated domains (default: all).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(help="Images per domain (seeded sample; emulation is slow).")
+    ] = 8,
+    optimize: Annotated[
+        bool,
+        typer.Option(
+            help="Also write an XNNPACK-optimized .ptl next to each .pt, made and checked on ARM."
+        ),
+    ] = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the emulated Pi is built once (default: $EDGEROBUST_ARM_CACHE or "
+            "/var/cache/edgerobust-arm)."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+) -> None:
+    """Run artifacts on an emulated Raspberry Pi (arm64, qemu) as the README's Pi section does,
+    and compare their logits with this host's on the same images. Needs root."""
+    from rich.table import Table
+
+    from edgerobust.armcheck import DeviceCheckConfig, device_check
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+
+    cfg = DeviceCheckConfig(
+        artifacts=tuple(str(a) for a in artifacts),
+        cpu=cpu.value,
+        data=str(data) if data else None,
+        domains=_csv(domains),
+        limit=limit,
+        optimize=optimize,
+        out=str(out) if out else None,
+        **({"cache": str(cache)} if cache else {}),
+    )
+    with RichReporter() as rep:
+        report = device_check(cfg, rep)
+    t = Table(title=f"emulated {report.board}: QEMU_CPU={report.cpu} vs this host")
+    for col in (
+        "artifact",
+        "runtime",
+        "loads",
+        "n",
+        "top-1 agree",
+        "max |diff|",
+        "steps",
+        "verdict",
+    ):
+        t.add_column(col, justify="right" if col in ("n", "max |diff|", "steps") else "left")
+    style = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "error": "[red]ERROR[/]"}
+    for c in report.checks:
+        cmp = c.comparison
+        t.add_row(
+            Path(c.artifact).name,
+            c.runtime,
+            "yes" if c.loads else "no",
+            str(cmp.n) if cmp else "-",
+            _pct(cmp.top1_agreement) + " %" if cmp else "-",
+            f"{cmp.max_abs_diff:.3g}" if cmp else "-",
+            f"{cmp.diff_steps:.2f}" if cmp and cmp.diff_steps is not None else "-",
+            style[c.verdict],
+        )
+    stdout.print(t)
+    env = report.env
+    built = env["built_now_seconds"]
+    stdout.print(
+        f"arm64 root: {env['root']}"
+        + (
+            f" (built now: {', '.join(f'{k} {v:.0f} s' for k, v in built.items())})"
+            if built
+            else ""
+        )
+        + (", light venv has no torch" if env.get("light_venv_has_torch") is False else "")
+    )
+    fp = next((c.device_host for c in report.checks if c.device_host), None)
+    if fp:
+        dp = "yes" if "asimddp" in fp.get("isa_flags", []) else "no"
+        stdout.print(
+            f"the emulated process sees: {fp['arch']}, {fp['cpu_model']}, flags from "
+            f"{fp.get('flags_source')}, asimddp: {dp}"
+        )
+    for c in report.checks:
+        name = Path(c.artifact).name
+        if c.error:
+            stdout.print(f"[red]{name}:[/] {c.error}")
+        elif c.comparison:
+            stdout.print(f"{name}: rule: {c.comparison.rule}")
+        if c.int8_warning:
+            stdout.print(f"[yellow]warning:[/] {name}: {c.int8_warning}")
+        if c.optimized:
+            o = c.optimized
+            res = o.get("comparison") or {}
+            stdout.print(
+                f"{o['artifact']}: optimize_for_mobile "
+                + ("passed" if o.get("passed") else "[red]FAILED[/]")
+                + (f", max |diff| {res['max_abs_diff']:.3g} vs {name}" if res else "")
+                + (f" -> {o['written']}" if o.get("written") else "")
+                + (f" ({o['error']})" if o.get("error") else "")
+            )
+    for note in report.notes:
+        stdout.print(f"note: {note}")
+    if out:
+        stdout.print(f"report -> {out}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- attack
+
+
+def _settings(values: list[str] | None) -> dict[str, dict[str, float | int | bool | str | None]]:
+    """``["cw.steps=10", "pgd.random_start=false"]`` -> ``{"cw": {"steps": 10}, ...}``.
+
+    Values are ints, floats, true/false, none, or else kept as text (``ead.decision_rule=L1``).
+    """
+    out: dict[str, dict[str, float | int | bool | str | None]] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        attack, dot, name = key.strip().partition(".")
+        if not (sep and dot and attack and name and raw.strip()):
+            raise ConfigError(
+                f"--set: expected ATTACK.SETTING=VALUE (e.g. cw.steps=10), got {item!r}"
+            )
+        text = raw.strip()
+        value: float | int | bool | str | None
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif text.lower() == "none":
+            value = None
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        out.setdefault(attack.strip(), {})[name.strip()] = value
+    return out
+
+
+def attack_table(record: dict):
+    from rich.table import Table
+
+    targets = [t["name"] for t in record["targets"]]
+    d = record["data"]
+    t = Table(
+        title=f"robust accuracy % on {d['domain']} val (n={d['n']}), "
+        f"{record['config']['strength']} attacks (label: how it was measured)"
+    )
+    t.add_column("attack")
+    t.add_column("eps", justify="right")
+    for name in targets:
+        t.add_column(name, justify="right")
+    t.add_row("clean", "0", *(_pct(tg["clean_accuracy"]) for tg in record["targets"]))
+    for a in record["attacks"]:
+        cells = {r["target"]: r for r in a["results"]}
+        row = []
+        for name in targets:
+            r = cells.get(name)
+            row.append("-" if r is None else f"{_pct(r['robust_accuracy'][-1])} ({r['label']})")
+        t.add_row(a["title"], f"{a['eps'][-1]:g}", *row)
+    t.add_section()
+    avg = record["average_adversarial_accuracy"]
+    t.add_row("average", "", *(_pct(avg[n]["value"]) if n in avg else "-" for n in targets))
+    return t
+
+
+@app.command()
+def attack(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint (file or run folder), fp32 or int8.")
+    ],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the one the model records).")
+    ] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option(help="Domain whose validation split is attacked (default: source)."),
+    ] = None,
+    attacks: Annotated[
+        str,
+        typer.Option(help="Comma-separated: deepfool,pgd,fgsm,cw,ddn,ead,saltpepper (or all)."),
+    ] = "all",
+    strength: Annotated[
+        Strength, typer.Option(help="The paper's light or heavy budgets.")
+    ] = Strength.light,
+    eps: Annotated[
+        str | None,
+        typer.Option(help="Budgets replacing the paper's, for every listed attack (its own norm)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Attack a seeded sample of N validation images.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --limit, PGD's start and S&P noise.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size (paper: 8).")] = 8,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="fp32 model to craft on (default: an int8 model's recorded parent)."),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated artifacts: replay adversarials (transfer), run S&P."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: ATTACK.SETTING=VALUE, e.g. cw.steps=10."),
+    ] = None,
+    sp_stop: Annotated[
+        SpStop, typer.Option(help="Salt&Pepper early stopping (exact: foolbox's figures).")
+    ] = SpStop.exact,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    threads: Annotated[int, typer.Option(help="Inference threads for artifacts.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+) -> None:
+    """Adversarial robustness (the paper's seven attacks); int8 and artifacts get transfer figures."""
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+    from edgerobust.errors import require_torch
+
+    cfg_attacks = parse_attacks(attacks)
+    cfg_eps = parse_eps(eps)
+    params = _settings(set_)
+    require_torch("attack")
+    from edgerobust.attacks.run import AttackConfig, run_attacks
+
+    cfg = AttackConfig(
+        checkpoint=str(checkpoint),
+        data=str(data) if data else None,
+        domain=domain,
+        attacks=cfg_attacks,
+        strength=strength,
+        eps=cfg_eps,
+        limit=limit,
+        seed=seed,
+        batch_size=batch_size,
+        source=str(source) if source else None,
+        artifacts=_csv(artifacts) or (),
+        params=params,
+        sp_stop=sp_stop.value,
+        device=device,
+        threads=threads,
+        out=str(out) if out else None,
+    )
+    with RichReporter() as rep:
+        record = run_attacks(cfg, rep)
+    stdout.print(attack_table(record))
+    for a in record["attacks"]:
+        for r in a["results"]:
+            if "queries" in r:
+                stdout.print(
+                    f"{a['attack']} on {r['target']}: {r['queries']} model queries "
+                    f"({r['queries'] / r['queries_full']:.2f} of foolbox's, stop {r['stop']})"
+                )
+    for f in record["sanity"]:
+        where = " / ".join(v for v in (f["attack"], f["target"]) if v)
+        stdout.print(f"[yellow]sanity {f['check']}[/] ({where}): {f['message']}")
+    if not record["sanity"]:
+        stdout.print("sanity checks passed (eps 0 = clean, monotone in eps, gradients non-zero)")
+    if out:
+        stdout.print(f"record -> {out}")
+
+
+@app.command("bench-saltpepper")
+def bench_saltpepper_cmd(
+    artifact: Annotated[Path, typer.Argument(help="Artifact to attack inside its runtime.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the one the manifest records).")
+    ] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="Domain (default: the source domain's validation split).")
+    ] = None,
+    runtime: Annotated[
+        RuntimeName | None, typer.Option(help="Runtime (default: the format's own).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 16,
+    eps: Annotated[str, typer.Option(help="L2 budgets in [0,1] pixels.")] = "1,15",
+    seed: Annotated[int, typer.Option(help="Noise seed, the same for every run.")] = 0,
+    steps: Annotated[int, typer.Option(help="Salt&Pepper steps (paper: 400).")] = 400,
+    stops: Annotated[
+        str, typer.Option(help="Early-stopping rules to compare with the full run.")
+    ] = "exact,settled",
+    tail_sd: Annotated[
+        float, typer.Option(help="Settled rule's margin (SDs of the noise norm; 0: sqrt(2) eps).")
+    ] = 3.0,
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+) -> None:
+    """Fast vs full Salt&Pepper on one artifact: robust accuracy and model queries of each."""
+    from edgerobust.attacks.spbench import SaltPepperBenchConfig, bench_lines, bench_saltpepper
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+
+    cfg = SaltPepperBenchConfig(
+        artifact=str(artifact),
+        data=str(data) if data else None,
+        domain=domain,
+        runtime=runtime.value if runtime else None,
+        eps=parse_eps(eps),
+        limit=limit,
+        seed=seed,
+        steps=steps,
+        stops=_csv(stops) or (),
+        tail_sd=tail_sd,
+        threads=threads,
+        out=str(out) if out else None,
+    )
+    with RichReporter() as rep:
+        record = bench_saltpepper(cfg, rep)
+    for line in bench_lines(record):
+        stdout.print(line)
     if out:
         stdout.print(f"record -> {out}")
 
@@ -478,6 +993,103 @@ def demo(
     for line in result["summary"]:
         stdout.print(line)
     stdout.print(f"everything is in {out}/ (records: {out}/results/*.json)")
+
+
+# --------------------------------------------------------------------------- run, report
+
+
+@app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. configs/quickstart.toml.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: runs/STUDY-NAME).")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(help="Stages run in parallel (eval-device stages always run alone).")
+    ] = 1,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List every stage as cached or to run; run nothing.")
+    ] = False,
+    report: Annotated[
+        bool, typer.Option(help="Write the report (OUT/report) when the run ends.")
+    ] = True,
+) -> None:
+    """Run a whole study: train, compress, export, eval-device, attack. Cached and resumable."""
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+    from edgerobust.errors import require_torch
+    from edgerobust.runner import RunConfig, run_study
+
+    require_torch("run")
+    cfg = RunConfig(str(study), str(out) if out else None, jobs, dry_run)
+    if dry_run:
+        summary = run_study(cfg)
+        from rich.table import Table
+
+        t = Table(title=f"{summary.study}: stages in {summary.out}")
+        for col in ("status", "stage", "folder"):
+            t.add_column(col)
+        for r in summary.results:
+            status = "[green]cached[/]" if r.status == "cached" else "to run"
+            t.add_row(status, r.stage, Path(r.dir).name)
+        stdout.print(t)
+        for note in summary.notes:
+            stdout.print(f"note: {note}")
+        for line in summary.lines():
+            stdout.print(line)
+        return
+    try:
+        with RichReporter() as rep:
+            summary = run_study(cfg, rep)
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted: finished stages are kept; run the same command to continue", err=True
+        )
+        raise typer.Exit(130) from None
+    for note in summary.notes:
+        stdout.print(f"note: {note}")
+    for line in summary.lines():
+        style = (
+            "[red]"
+            if line.startswith("FAILED")
+            else "[yellow]"
+            if line.startswith("skipped")
+            else ""
+        )
+        stdout.print(f"{style}{line}{'[/]' if style else ''}")
+    stdout.print(f"log: {Path(summary.out) / 'study.log'}")
+    if report:
+        from edgerobust.report import ReportConfig, write_report
+
+        try:
+            res = write_report(ReportConfig(summary.out))
+        except ConfigError as exc:  # e.g. every stage failed: no records to report on
+            stdout.print(f"no report: {exc}")
+        else:
+            stdout.print(f"report: {res.out / 'index.html'}")
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    results: Annotated[
+        Path, typer.Argument(help="Folder of JSON records (a study's output folder).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RESULTS/report).")
+    ] = None,
+) -> None:
+    """The paper's tables (Markdown + CSV), plots (PNG) and one HTML page, from JSON records only."""
+    from edgerobust.console import out as stdout
+    from edgerobust.report import ReportConfig, write_report
+
+    res = write_report(ReportConfig(str(results), str(out) if out else None))
+    for t in res.tables:
+        stdout.print(f"{t.name}: {len(t.rows)} rows  ({t.title})")
+    for line in res.headlines():
+        stdout.print(line)
+    stdout.print(f"{res.n_records} records -> {res.out / 'index.html'}")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -4,6 +4,9 @@ Per domain: accuracy (source domain: its validation split; other domains: every 
 paper), with n and a 95 % Wilson interval. Then latency at batch 1 after warm-up (p50/p90/p99),
 end-to-end throughput, artifact size, peak memory, and the host fingerprint. One JSON record.
 
+With ``attack="saltpepper"`` the decision-based Salt&Pepper attack then runs against the artifact
+itself on the same images (:mod:`edgerobust.attacks.device`; figures labelled ``blackbox``).
+
 Needs only numpy, pillow and the runtime's own library: with ``--runtime onnxruntime`` this runs
 on a device where torch is not installed.
 """
@@ -32,7 +35,7 @@ from edgerobust.errors import ConfigError, DataError
 from edgerobust.fingerprint import host_fingerprint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes import Runtime, open_artifact
-from edgerobust.runtimes.manifest import atomic_write_json
+from edgerobust.runtimes.manifest import atomic_write_bytes, atomic_write_json
 from edgerobust.runtimes.preprocess import to_input
 
 RECORD_VERSION = 1
@@ -45,11 +48,18 @@ class EvalConfig:
     runtime: str | None = None  # None: the format's own runtime
     domains: tuple[str, ...] | None = None  # None: every domain
     threads: int = 1
+    providers: tuple[str, ...] | None = None  # onnxruntime execution providers, in order
     batch_size: int = 16
     warmup: int = 10
     latency_runs: int = 100
     limit: int | None = None  # at most this many images per domain (a seeded sample)
+    attack: str | None = None  # "saltpepper": black-box robustness inside the runtime
+    attack_eps: tuple[float, ...] | None = None  # None: the paper's light and heavy, (1, 15)
+    attack_steps: int = 400  # the paper's Salt&Pepper steps
+    attack_seed: int = 0
+    attack_stop: str = "exact"  # see edgerobust.attacks.saltpepper.StopRule
     out: str | None = None
+    logits_out: str | None = None  # .npz of the logits and the images they belong to
 
     def validate(self) -> None:
         if self.threads < 1:
@@ -58,12 +68,21 @@ class EvalConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.latency_runs < 1 or self.warmup < 0:
             raise ConfigError("--latency-runs must be >= 1 and --warmup >= 0")
+        if self.providers and self.runtime not in (None, "onnxruntime"):
+            raise ConfigError("--providers applies to --runtime onnxruntime only")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.attack is not None:
+            from edgerobust.attacks.device import validate_options
+
+            validate_options(
+                self.attack, self.attack_eps, self.attack_steps, self.attack_seed, self.attack_stop
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["domains"] = list(self.domains) if self.domains else None
+        d["attack_eps"] = list(self.attack_eps) if self.attack_eps is not None else None
         return d
 
 
@@ -196,13 +215,16 @@ def evaluate(
     # Verify and load the artifact before decoding images: a bad artifact fails fast.
     rss_base = _rss_kib("VmRSS")
     reset = _reset_peak_rss()
-    model = open_artifact(cfg.artifact, cfg.runtime, threads=cfg.threads)
+    options = {"providers": list(cfg.providers)} if cfg.providers else {}
+    model = open_artifact(cfg.artifact, cfg.runtime, threads=cfg.threads, **options)
     man = model.manifest
     check_classes(man.class_names, ds.classes, ds.root)
     size = man.input_size
     decoded = decoded if decoded is not None else {}
     source = dict(man.source)
     results = []
+    attack_work = []  # (images, indices) per domain, attacked after the memory reading
+    scored: list[tuple[str, Any, np.ndarray]] = []  # (file, label, logits) for logits_out
     for name in domains:
         key = (str(ds.root.resolve()), name, size)
         if key not in decoded:
@@ -223,6 +245,10 @@ def evaluate(
             sel = idx[s : s + cfg.batch_size]
             logits = model(to_input(np.asarray(images.pixels[sel])))
             correct += int((logits.argmax(1) == images.labels[sel]).sum())
+            if cfg.logits_out:
+                files = ds.domain(name).files
+                rows = zip(sel, logits, strict=True)
+                scored += [(f"{name}/{files[i]}", images.labels[i], r) for i, r in rows]
             rep.advance(t, len(sel))
         elapsed = time.perf_counter() - t0
         rep.done(t)
@@ -242,6 +268,7 @@ def evaluate(
                 "throughput_images_per_s": n / elapsed if elapsed > 0 else None,
             }
         )
+        attack_work.append((images, idx))
     first = next((decoded[(str(ds.root.resolve()), d, size)] for d in domains), None)
     x1 = (
         to_input(np.asarray(first.pixels[:1]))
@@ -250,6 +277,23 @@ def evaluate(
     )
     latency = measure_latency(model, x1, cfg.warmup, cfg.latency_runs)
     peak, how = _peak_rss_kib()
+    if cfg.attack:
+        # After the memory reading, so the attack's own buffers do not count as the model's.
+        from edgerobust.attacks.device import blackbox_saltpepper, default_eps
+
+        for r, (images, idx) in zip(results, attack_work, strict=True):
+            t = rep.task(f"{cfg.attack} on {r['domain']}", None)
+            r["attack"] = blackbox_saltpepper(
+                model,
+                images.pixels,
+                images.labels,
+                idx,
+                cfg.attack_eps or default_eps(),
+                steps=cfg.attack_steps,
+                seed=cfg.attack_seed,
+                stop=cfg.attack_stop,
+            )
+            rep.done(t)
     total_n = sum(r["n"] for r in results)
     total_s = sum(r["seconds"] for r in results)
     record = {
@@ -291,6 +335,30 @@ def evaluate(
         },
         "config": cfg.to_dict(),
     }
+    if cfg.logits_out:
+        save_logits(cfg.logits_out, scored)
     if cfg.out:
         atomic_write_json(cfg.out, record)
     return record
+
+
+def save_logits(path: str | Path, scored: list[tuple[str, Any, np.ndarray]]) -> None:
+    """Write ``files`` (DOMAIN/CLASS/NAME), ``labels`` and ``logits`` (float32) to one ``.npz``,
+    so runs of one artifact on two machines can be compared image by image."""
+    import io
+
+    n_classes = len(scored[0][2]) if scored else 0
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        files=np.asarray([f for f, _, _ in scored], dtype=str),
+        labels=np.asarray([int(y) for _, y, _ in scored], dtype=np.int64),
+        logits=np.asarray([r for _, _, r in scored], dtype=np.float32).reshape(-1, n_classes),
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_logits(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays :func:`save_logits` wrote: ``files``, ``labels``, ``logits``."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in ("files", "labels", "logits")}

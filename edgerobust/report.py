@@ -439,12 +439,41 @@ class Models:
         m.evals.append(rec)
 
     def _add_attack(self, rec: dict[str, Any]) -> None:
+        if isinstance(rec.get("attacks"), list):
+            self._add_attack_targets(rec)
+            return
         model_info = rec.get("model") if isinstance(rec.get("model"), dict) else {}
         ckpt = rec.get("checkpoint") or model_info.get("checkpoint")
         m = self._owner(rec, ckpt, False)
         if m is None:
             return
         m.attack_results.extend(attack_entries(rec))
+
+    def _add_attack_targets(self, rec: dict[str, Any]) -> None:
+        """An ``edgerobust attack`` record measures several targets (the fp32 model attacked
+        directly, the int8 model and artifacts the adversarials are replayed on): each target's
+        figures go to the model it measured."""
+        targets = {t.get("name"): t for t in rec.get("targets") or [] if isinstance(t, dict)}
+        source_path = next(
+            (t.get("path") for t in targets.values() if t.get("role") == "source"), None
+        )
+        model_path = (rec.get("model") or {}).get("path")
+        study = rec.get("study") or {}
+        for name, entries in attack_target_entries(rec).items():
+            t = targets.get(name, {})
+            fp32 = t.get("precision") == "fp32"
+            if study and study.get("compression") == "int8" and fp32:
+                continue  # the fp32 parent's direct figures belong to the parent's own stage
+            is_artifact = t.get("kind") == "artifact"
+            onnx_int8 = is_artifact and str(t.get("path", "")).endswith(".onnx") and not fp32
+            if onnx_int8:
+                owner = self._owner(rec, source_path or model_path, True)
+            elif t.get("role") == "source":
+                owner = self._owner(rec, source_path, False)
+            else:
+                owner = self._owner(rec, model_path, False)
+            if owner is not None:
+                owner.attack_results.extend(entries)
 
     # views ----------------------------------------------------------------------------------
 
@@ -456,6 +485,40 @@ class Models:
 
     def sources(self) -> list[str]:
         return sorted({m.source for m in self.models.values()})
+
+
+def attack_target_entries(rec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Figures of an ``edgerobust attack`` record, per target: each attack's result at the
+    strength's budget (the last epsilon of its sweep; the first is the eps = 0 check)."""
+    strength = (rec.get("config") or {}).get("strength")
+    suffix_format = {".onnx": "onnx", ".pt": "torchscript", ".ptl": "ptl"}
+    formats = {
+        t.get("name"): suffix_format.get(Path(str(t.get("path", ""))).suffix)
+        for t in rec.get("targets") or []
+        if isinstance(t, dict) and t.get("kind") == "artifact"
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    for a in rec.get("attacks") or []:
+        eps = a.get("eps") or []
+        for r in a.get("results") or []:
+            accs = r.get("robust_accuracy") or []
+            if not accs or strength not in ("light", "heavy"):
+                continue
+            n = r.get("n")
+            out.setdefault(r.get("target"), []).append(
+                {
+                    "attack": a.get("attack"),
+                    "strength": strength,
+                    "format": formats.get(r.get("target")),
+                    "epsilon": eps[-1] if eps else None,
+                    "label": r.get("label"),
+                    "acc": _acc_from_fraction(accs[-1], n, r.get("label")),
+                    "clean": _acc_from_fraction(r["clean_accuracy"], n)
+                    if r.get("clean_accuracy") is not None
+                    else None,
+                }
+            )
+    return out
 
 
 def attack_entries(rec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -385,48 +385,22 @@ def attack_stage(
     is no int8 checkpoint), ``artifact``: the ``.onnx`` file the transferred adversarials are
     replayed on. Salt&Pepper is not here: it is the ``saltpepper`` stage, against artifacts.
     """
-    (attack_config, run_attacks) = _optional_import(
-        "edgerobust.attacks.whitebox", ("AttackConfig", "run_attacks"), "white-box attacks"
-    )
+    from edgerobust.attacks.run import AttackConfig, run_attacks
+
     model = inputs.get("model") or inputs["parent"]
-    cfg = _config(
-        attack_config,
-        "attack",
-        {
-            "checkpoint": model.path("checkpoint"),
-            "data": _data(settings, inputs),
-            "domain": settings["domain"],
-            "attacks": tuple(settings["attacks"]),
-            "strength": settings["strength"],
-            "limit": settings["limit"],
-            "batch_size": settings["batch_size"],
-            "out": str(out),
-            "transfer_from": inputs["parent"].path("checkpoint") if "parent" in inputs else None,
-            "artifact": inputs["artifact"].path("artifact") if "artifact" in inputs else None,
-        },
+    int8 = "model" in inputs and "parent" in inputs
+    cfg = AttackConfig(
+        checkpoint=model.path("checkpoint"),
+        data=_data(settings, inputs),
+        domain=settings["domain"],
+        attacks=tuple(settings["attacks"]),
+        strength=settings["strength"],
+        limit=settings["limit"] or None,  # 0 in a study file: every validation image
+        batch_size=settings["batch_size"],
+        # int8: adversarials are crafted on the fp32 parent and replayed (label transfer).
+        source=inputs["parent"].path("checkpoint") if int8 else None,
+        artifacts=(inputs["artifact"].path("artifact"),) if "artifact" in inputs else (),
+        out=str(out / "attack.json"),
     )
-    result = run_attacks(cfg, rep)
-    return _attack_record_path(result, out)
-
-
-def _attack_record_path(result: Any, out: Path) -> Path:
-    """The attack module writes one record per attack; the stage points at an index of them."""
-    import json
-
-    records = result if isinstance(result, list) else [result] if isinstance(result, dict) else []
-    written = []
-    for p in sorted(out.rglob("*.json")):
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("record") == "attack":
-            written.append(str(p.relative_to(out)))
-    if not written:  # records returned but not written: write them, one file each
-        for i, rec in enumerate(records):
-            name = f"attack-{i:02d}.json"
-            atomic_write_json(out / name, rec)
-            written.append(name)
-    index = {"record": "attack-index", "record_version": 1, "records": written}
-    atomic_write_json(out / "attacks.json", index)
-    return out / "attacks.json"
+    run_attacks(cfg, rep)
+    return out / "attack.json"

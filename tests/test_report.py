@@ -253,3 +253,34 @@ def test_cli_report(tmp_path):
     res = CliRunner().invoke(app, ["report", str(FIXTURES), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "table2: 3 rows" in res.output and (tmp_path / "index.html").is_file()
+
+
+def test_attack_record_figures_go_to_the_target_they_measured():
+    """An ``edgerobust attack`` record on an int8 model: the fp32 source is attacked directly,
+    the int8 model and artifacts only get transferred adversarials (and S&P, black-box)."""
+    from edgerobust.report import attack_target_entries
+
+    rec = json.loads((Path(__file__).parent / "fixtures" / "attack-int8-heavy.json").read_text())
+    figures = attack_target_entries(rec)
+    roles = {t["name"]: t for t in rec["targets"]}
+    assert set(figures) == set(roles)
+    for target, entries in figures.items():
+        labels = {e["label"] for e in entries}
+        if roles[target]["precision"] == "int8":
+            assert "direct" not in labels and "transfer" in labels
+        else:
+            assert "transfer" not in labels and "direct" in labels
+        assert all(e["strength"] == "heavy" for e in entries)
+        fmt = {e["format"] for e in entries}
+        assert fmt == (
+            {None}
+            if roles[target]["kind"] == "torch"
+            else {Path(roles[target]["path"]).suffix.lstrip(".")}
+        )
+    # each figure is the sweep's last budget, with the record's n
+    for a in rec["attacks"]:
+        for r in a["results"]:
+            e = next(e for e in figures[r["target"]] if e["attack"] == a["attack"])
+            assert e["epsilon"] == a["eps"][-1]
+            assert e["acc"].n == r["n"]
+            assert e["acc"].correct == round(r["robust_accuracy"][-1] * r["n"])

@@ -1,4 +1,4 @@
-"""Tests for the numpy salt-and-pepper attack (foolbox 3.3.4's algorithm with exact early stopping).
+"""Tests for the numpy salt-and-pepper attack (foolbox 3.3.4's algorithm with early stopping).
 
 The model is a fixed random linear classifier on 3x8x8 images. Its logits are computed one row at
 a time (broadcast and sum, no BLAS), so a row's answer never depends on the rest of its batch,
@@ -330,3 +330,133 @@ def test_agrees_with_foolbox_salt_and_pepper(problem) -> None:
             assert (np.array(theirs)[:, 0] == N_CLEAN_WRONG).all()
     finally:
         np.random.set_state(state)
+
+
+# --------------------------------------------------------------------------- settled stopping
+
+
+def _linear_problem(
+    shape: tuple[int, int, int], n: int = 40
+) -> tuple[Model, np.ndarray, np.ndarray]:
+    weights = np.random.default_rng(0).normal(size=(N_CLASSES, int(np.prod(shape))))
+    weights = weights.astype(np.float32)
+
+    def model(x: np.ndarray) -> np.ndarray:
+        return (x.reshape(x.shape[0], 1, -1).astype(np.float32) * weights[None]).sum(-1)
+
+    images = np.random.default_rng(1).random((n, *shape), dtype=np.float32)
+    return model, images, model(images).argmax(1)
+
+
+@pytest.mark.parametrize("eps", [(1.0,), (2.0,), (0.5, 2.0), (1.0, 4.0)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_settled_agrees_with_full_on_tiny_images(problem, eps, seed) -> None:
+    """On 8x8 images a sweep draws a handful of pixels, so its norms spread widely and one
+    restart can land within eps: rule 4's lower-tail test must then decline to stop early."""
+    model, x, y = problem
+    full = full_saltpepper_attack(model, x, y, eps, steps=200, seed=seed)
+    exact = saltpepper_attack(model, x, y, eps, steps=200, seed=seed)
+    settled = saltpepper_attack(model, x, y, eps, steps=200, seed=seed, stop="settled")
+    np.testing.assert_array_equal(settled.robust_accuracy, full.robust_accuracy)
+    assert (settled.queries <= exact.queries).all()  # exact's run, cut short
+
+
+@pytest.mark.parametrize("eps", [(2.0,), (4.0,), (8.0,), (2.0, 8.0)])
+def test_settled_saves_queries_on_larger_images(eps) -> None:
+    """3x24x24 images: norms concentrate, rule 4 stops samples early, and the robust accuracy
+    stays within one sample of foolbox's full run."""
+    model, x, y = _linear_problem((3, 24, 24))
+    for seed in (0, 1):
+        full = full_saltpepper_attack(model, x, y, eps, steps=400, seed=seed)
+        exact = saltpepper_attack(model, x, y, eps, steps=400, seed=seed)
+        settled = saltpepper_attack(model, x, y, eps, steps=400, seed=seed, stop="settled")
+        diff = settled.success.sum(axis=1) - full.success.sum(axis=1)
+        assert np.abs(diff).max() <= 1, (seed, diff)
+        assert (settled.queries <= exact.queries).all()
+        assert settled.total_queries < exact.total_queries
+        # an early stop can only leave the best norm where the full search passed through
+        assert (settled.best_norms >= full.best_norms).all()
+
+
+def test_settled_without_rescaled_check_never_adds_a_break() -> None:
+    # The settled run is a prefix of the full one; without the rescaled check success is
+    # "an adversarial within eps was accepted", so the prefix can only find less.
+    model, x, y = _linear_problem((3, 16, 16))
+    for seed in (0, 1, 2):
+        kw = dict(steps=300, seed=seed, rescaled_check=False)
+        full = full_saltpepper_attack(model, x, y, (1.0, 3.0, 6.0), **kw)
+        settled = saltpepper_attack(model, x, y, (1.0, 3.0, 6.0), stop="settled", tail_sd=0, **kw)
+        assert (settled.success <= full.success).all()
+
+
+def test_settled_stops_an_unbreakable_sample_just_beyond_eps() -> None:
+    """A model that is never fooled: every candidate up to the stop is queried, so the queried
+    rows show where rule 4 stops. With ``tail_sd=0`` that is near sqrt(2) * eps (an accepted
+    candidate there would restart the search at norms near eps); the lower-tail margin goes
+    further when a budget covers few pixels, and less far as it covers more."""
+
+    def always_0(b: np.ndarray) -> np.ndarray:
+        return np.tile(np.array([[1.0, 0.0]], np.float32), (b.shape[0], 1))
+
+    def reach(x0: np.ndarray, eps: float, tail_sd: float) -> tuple[float, int]:
+        rec = _Recorder(always_0)
+        res = saltpepper_attack(
+            rec, x0[None], [0], (eps,), steps=400, stop="settled", tail_sd=tail_sd
+        )
+        assert res.robust_accuracy == (1.0,) and res.queries[0] == rec.rows
+        norms = np.sqrt(np.square(np.concatenate(rec.batches) - x0[None]).sum(axis=(1, 2, 3)))
+        return float(norms.max()) / eps, rec.rows
+
+    for x0 in np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32):
+        plain = [reach(x0, eps, 0.0) for eps in (2.0, 4.0, 8.0)]
+        tail = [reach(x0, eps, 3.0) for eps in (2.0, 4.0, 8.0)]
+        for (r0, q0), (r3, q3) in zip(plain, tail, strict=True):
+            assert 1.2 < r0 < 1.6  # about sqrt(2)
+            assert r3 > r0 and q3 > q0 and q3 < 1 + 400
+        assert tail[0][0] > tail[1][0] > tail[2][0]  # the margin shrinks as eps covers more
+        assert plain[0][1] < plain[1][1] < plain[2][1]  # a larger budget needs a longer look
+
+
+@pytest.mark.parametrize("across_channels", [True, False])
+def test_noise_norm_yardstick_matches_monte_carlo(across_channels: bool) -> None:
+    from edgerobust.attacks.saltpepper import _NoiseNorm
+
+    x0 = np.random.default_rng(4).random((3, 12, 12), dtype=np.float32)
+    shape = (1, 12, 12) if across_channels else (3, 12, 12)
+    q = 0.1
+    u = np.random.default_rng(5).random((20000, *shape))
+    noisy = np.where(u >= 1 - q / 2, 1.0, np.where(u < q / 2, 0.0, x0[None].astype(np.float64)))
+    sq = np.square(noisy - x0[None]).sum(axis=(1, 2, 3))
+    yard = _NoiseNorm(x0, shape, 3.0)
+    var = q * yard.v1 - q * q * yard.v2
+    assert sq.mean() == pytest.approx(q * yard.s, rel=0.02)
+    assert sq.var() == pytest.approx(var, rel=0.05)
+
+
+def test_sample_ids_key_the_noise_streams(problem) -> None:
+    model, x, y = problem
+    whole = saltpepper_attack(model, x, y, EPSILONS, steps=40, seed=7)
+    pick = np.array([31, 4, 17, 9])
+    part = saltpepper_attack(model, x[pick], y[pick], EPSILONS, steps=40, seed=7, sample_ids=pick)
+    np.testing.assert_array_equal(part.success, whole.success[:, pick])
+    np.testing.assert_array_equal(part.best_norms, whole.best_norms[pick])
+    np.testing.assert_array_equal(part.queries, whole.queries[pick])
+    shifted = saltpepper_attack(model, x[pick], y[pick], EPSILONS, steps=40, seed=7)
+    assert not np.array_equal(shifted.best_norms, part.best_norms)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"stop": "sometimes"}, "stop must be one of none, exact, settled"),
+        ({"tail_sd": -1.0}, "tail_sd must be a number >= 0"),
+        ({"sample_ids": [0, 0]}, "sample_ids must be 2 distinct integers"),
+        ({"sample_ids": [0, -1]}, "sample_ids must be 2 distinct integers"),
+        ({"sample_ids": [0]}, "sample_ids must be 2 distinct integers"),
+    ],
+)
+def test_bad_stopping_options_raise_value_error(kwargs: dict, message: str) -> None:
+    x = np.full((2, 3, 8, 8), 0.5, np.float32)
+    with pytest.raises(ValueError, match=message) as info:
+        saltpepper_attack(_linear_model(), x, np.array([0, 1]), (1.0,), steps=2, **kwargs)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,517 @@
+"""``edgerobust attack``: the paper's adversarial evaluation of one checkpoint (Tables 3-5).
+
+Images: the domain's validation split (the paper: 10 % of Amazon, seed 1), optionally a seeded
+sample of ``limit`` of them. Attacks run in [0, 1] pixel space, batch 8, with the paper's
+settings and epsilons (:mod:`edgerobust.attacks`); eps 0 is always added as a sanity point.
+
+Which models are measured, and how each figure is labelled:
+
+* The **source** model is the one gradients come from: the checkpoint itself when it is fp32,
+  its fp32 parent (``spec.origin["parent"]``, or ``--source``) when it is int8. Gradient attacks
+  on the source are ``direct``.
+* An **int8 checkpoint** has no backward pass (its kernels are quantized), so a gradient attack
+  is never run on it: the source's adversarials are replayed on it, labelled ``transfer``.
+* Every **artifact** (``--artifacts``) gets the same replay inside its own runtime: ``transfer``.
+* **Salt&Pepper** is decision-based: it only reads predicted classes, so it runs against each
+  model itself (torch model or artifact in its runtime), labelled ``blackbox``.
+
+Definitions (per attack, model and eps): robust accuracy = fraction of all ``n`` samples still
+classified correctly under attack; success rate = fraction of the clean-correct samples that the
+attack turns wrong; median norm = median perturbation norm (the attack's norm, whole image) of
+those successful adversarials. The average adversarial accuracy (Tables 4/5) is the mean robust
+accuracy over the attacks at each one's headline (largest) eps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgerobust import __version__
+from edgerobust.attacks import AttackSpec, Label, Strength, get, list_attacks
+from edgerobust.attacks.saltpepper import StopRule, saltpepper_attack
+from edgerobust.attacks.sanity import (
+    Headline,
+    SanityFlag,
+    check_blackbox_vs_whitebox,
+    check_eps0,
+    check_gradients,
+    check_monotone,
+)
+from edgerobust.errors import ArtifactError, CheckpointError, ConfigError, DataError
+from edgerobust.progress import NullReporter, Reporter
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """What ``edgerobust attack`` runs. ``params`` overrides attack settings, e.g.
+    ``{"cw": {"steps": 10}}`` (keys are checked against the registry)."""
+
+    checkpoint: str
+    data: str | None = None  # None: the dataset recorded in the checkpoint
+    domain: str | None = None  # None: the model's source domain
+    attacks: tuple[str, ...] = field(default_factory=lambda: tuple(list_attacks()))
+    strength: Strength = Strength.light
+    eps: tuple[float, ...] | None = None  # None: the paper's eps for ``strength``
+    limit: int | None = None  # a seeded sample of this many validation images
+    seed: int = 0
+    batch_size: int = 8
+    source: str | None = None  # fp32 model to craft on (default: the int8 model's parent)
+    artifacts: tuple[str, ...] = ()
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    sp_stop: StopRule = StopRule.exact
+    device: str = "auto"
+    threads: int = 1
+    out: str | None = None
+
+    def validate(self) -> None:
+        if not self.attacks:
+            raise ConfigError("--attacks is empty: name at least one attack")
+        for name in self.attacks:
+            get(name)
+        if len(set(self.attacks)) != len(self.attacks):
+            raise ConfigError(f"--attacks names an attack twice: {','.join(self.attacks)}")
+        Strength(self.strength)
+        StopRule(self.sp_stop)
+        if self.eps is not None:
+            if not self.eps:
+                raise ConfigError("--eps is empty: give budgets separated by commas")
+            if any(not np.isfinite(e) or e < 0 for e in self.eps):
+                raise ConfigError(f"--eps: budgets must be finite and >= 0, got {list(self.eps)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        for name, overrides in self.params.items():
+            if name not in self.attacks:
+                raise ConfigError(
+                    f"a setting is given for {name!r}, which is not among --attacks "
+                    f"({','.join(self.attacks)})"
+                )
+            get(name).with_params(overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "domain": self.domain,
+            "attacks": list(self.attacks),
+            "strength": Strength(self.strength).value,
+            "eps": list(self.eps) if self.eps is not None else None,
+            "limit": self.limit,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "source": self.source,
+            "artifacts": list(self.artifacts),
+            "params": {k: dict(v) for k, v in self.params.items()},
+            "sp_stop": StopRule(self.sp_stop).value,
+            "device": self.device,
+            "threads": self.threads,
+            "out": self.out,
+        }
+
+
+def attack_eps(spec: AttackSpec, cfg: AttackConfig) -> tuple[float, ...]:
+    """The eps sweep of one attack: 0 (the sanity point), then the requested budgets, ascending."""
+    chosen = cfg.eps if cfg.eps is not None else spec.eps(cfg.strength)
+    return tuple(sorted({0.0, *(float(e) for e in chosen)}))
+
+
+@dataclass
+class _Target:
+    """A model that figures are measured on."""
+
+    name: str
+    kind: str  # "torch" | "artifact"
+    role: str  # "source" | "checkpoint" | "artifact"
+    fn: Callable[[np.ndarray], np.ndarray]
+    info: dict[str, Any]
+    clean_correct: np.ndarray | None = None
+
+
+def summarise(
+    correct: np.ndarray, clean_correct: np.ndarray, norms: np.ndarray
+) -> dict[str, list[float | None]]:
+    """Robust accuracy, success rate and median norm per eps (rows) from per-sample outcomes.
+
+    ``correct[k, i]``: sample ``i`` still classified correctly under the eps-``k`` attack;
+    ``norms[k, i]``: the norm of the perturbation that was judged.
+    """
+    robust = correct.mean(axis=1)
+    n_clean = int(clean_correct.sum())
+    fooled = clean_correct[None, :] & ~correct
+    success_rate = [float(f.sum() / n_clean) if n_clean else None for f in fooled]
+    median = [
+        float(np.median(nk[f])) if f.any() else None for nk, f in zip(norms, fooled, strict=True)
+    ]
+    return {
+        "robust_accuracy": [float(r) for r in robust],
+        "success_rate": success_rate,
+        "median_norm": median,
+    }
+
+
+def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run the configured attacks; return the JSON record (also written to ``cfg.out``)."""
+    import torch
+
+    from edgerobust.attacks.whitebox import (
+        craft,
+        input_gradient_norms,
+        perturbation_norms,
+        resolve_device,
+        torch_numpy_model,
+    )
+    from edgerobust.checkpoint import load_checkpoint
+    from edgerobust.data import decode_domain, open_dataset
+    from edgerobust.evaluate import check_classes
+    from edgerobust.runtimes import open_artifact
+    from edgerobust.runtimes.manifest import atomic_write_json
+    from edgerobust.runtimes.preprocess import to_input
+
+    cfg.validate()
+    rep = reporter or NullReporter()
+    device = resolve_device(cfg.device)
+    specs = [get(a) for a in cfg.attacks]
+
+    # ---- models: the checkpoint, the source of gradients, and the artifacts
+    ck = load_checkpoint(cfg.checkpoint, device=str(device))
+    int8 = bool(ck.spec.quant)
+    src = _source(cfg, ck, int8, device, load_checkpoint)
+    origin = ck.spec.origin
+    engine = ck.spec.quant["engine"] if int8 else None
+    targets: list[_Target] = []
+    if src is not ck:
+        targets.append(
+            _Target(
+                "source",
+                "torch",
+                "source",
+                torch_numpy_model(src.model, device, cfg.batch_size),
+                _ckpt_info(src),
+            )
+        )
+    targets.append(
+        _Target(
+            "checkpoint",
+            "torch",
+            "checkpoint",
+            torch_numpy_model(ck.model, device, cfg.batch_size, engine),
+            _ckpt_info(ck),
+        )
+    )
+    for path in cfg.artifacts:
+        art = open_artifact(path, threads=cfg.threads)
+        man = art.manifest
+        if (
+            list(man.class_names) != list(ck.spec.class_names)
+            or man.input_size != ck.spec.input_size
+        ):
+            raise ArtifactError(
+                f"{path}: its classes or input size differ from {ck.path.name}'s; replay "
+                "adversarials only on artifacts exported from this model family"
+            )
+        targets.append(
+            _Target(
+                man.file,
+                "artifact",
+                "artifact",
+                art,
+                {
+                    "path": str(path),
+                    "format": man.format,
+                    "precision": man.precision,
+                    "engine": man.engine,
+                    "sha256": man.sha256,
+                    "runtime": art.info(),
+                },
+            )
+        )
+    if len({t.name for t in targets}) != len(targets):
+        raise ConfigError("--artifacts names the same artifact file twice")
+    source_name = "source" if src is not ck else "checkpoint"
+
+    # ---- images: the domain's validation split, optionally a seeded sample
+    root = cfg.data or origin.get("dataset")
+    if not root:
+        raise DataError(f"{ck.path} records no dataset: pass --data DIR")
+    ds = open_dataset(root)
+    check_classes(list(ck.spec.class_names), ds.classes, ds.root)
+    domain = cfg.domain or origin.get("source_domain")
+    if not domain:
+        raise ConfigError(f"{ck.path} records no source domain: pass --domain")
+    dom = ds.domain(domain)
+    split = ds.split(domain, origin.get("split_seed", 1), origin.get("val_fraction", 0.1))
+    t = rep.task(f"decode {domain}", len(dom))
+    images = decode_domain(
+        dom, ck.spec.input_size, progress=lambda d, n: rep.advance(t, 0, completed=d)
+    )
+    rep.done(t)
+    unreadable = [dom.files[i] for i in split.val if not images.ok[i]]
+    idx = [i for i in split.val if images.ok[i]]
+    if not idx:
+        raise DataError(f"the validation split of {domain!r} has no readable image")
+    if cfg.limit is not None and cfg.limit < len(idx):
+        rng = np.random.default_rng(cfg.seed)
+        idx = sorted(rng.choice(idx, size=cfg.limit, replace=False).tolist())
+    x = to_input(np.asarray(images.pixels[idx]))
+    y = np.asarray(images.labels[idx], dtype=np.int64)
+    n = len(idx)
+    batches = [slice(s, min(s + cfg.batch_size, n)) for s in range(0, n, cfg.batch_size)]
+
+    # ---- clean accuracy of every model, and the source's input gradients
+    for tg in targets:
+        tg.clean_correct = np.concatenate([tg.fn(x[b]).argmax(1) == y[b] for b in batches])
+    flags: list[SanityFlag] = []
+    if any(s.gradient for s in specs):
+        grads = np.concatenate(
+            [input_gradient_norms(src.model, x[b], y[b], device) for b in batches]
+        )
+        flags += check_gradients(source_name, grads)
+        grad_summary = {
+            "model": source_name,
+            "median_l2": float(np.median(grads)),
+            "zero_fraction": float((grads == 0).mean()),
+        }
+    else:
+        grad_summary = None
+
+    # ---- the attacks
+    results = []
+    headlines: list[Headline] = []
+    for spec in specs:
+        eps = attack_eps(spec, cfg)
+        overrides = dict(cfg.params.get(spec.name, {}))
+        t0 = time.perf_counter()
+        per_target: list[dict[str, Any]] = []
+        if spec.gradient:
+            correct = {tg.name: np.zeros((len(eps), n), bool) for tg in targets}
+            norms = np.zeros((len(eps), n))
+            t = rep.task(f"{spec.name} on {source_name}", n)
+            for bi, b in enumerate(batches):
+                torch.manual_seed(cfg.seed * 100_003 + bi)  # PGD's random start, reproducible
+                crafted = craft(
+                    src.model, spec, x[b], y[b], eps, device=device, overrides=overrides
+                )
+                adv = crafted.adversarials
+                norms[:, b] = perturbation_norms(adv - x[b][None], spec.norm)
+                flat = adv.reshape((-1,) + adv.shape[2:])
+                for tg in targets:
+                    pred = tg.fn(flat).argmax(1).reshape(len(eps), -1)
+                    correct[tg.name][:, b] = pred == y[b][None]
+                rep.advance(t, b.stop - b.start)
+            rep.done(t)
+            seconds = time.perf_counter() - t0
+            for tg in targets:
+                label = Label.direct if tg.name == source_name else Label.transfer
+                per_target.append(
+                    {
+                        "target": tg.name,
+                        "label": label.value,
+                        "crafted_on": source_name,
+                        "clean_accuracy": float(tg.clean_correct.mean()),
+                        **summarise(correct[tg.name], tg.clean_correct, norms),
+                        "n": n,
+                    }
+                )
+        else:
+            settings = spec.with_params(overrides)
+            for tg in targets:
+                t = rep.task(f"{spec.name} on {tg.name}", None)
+                ts = time.perf_counter()
+                res = saltpepper_attack(
+                    tg.fn,
+                    x,
+                    y,
+                    eps,
+                    steps=int(settings["steps"]),
+                    repetitions=int(settings["repetitions"]),
+                    seed=cfg.seed,
+                    batch_size=cfg.batch_size,
+                    stop=cfg.sp_stop,
+                    sample_ids=idx,
+                )
+                rep.done(t)
+                eps_arr = np.asarray(eps)[:, None]
+                judged = np.minimum(res.best_norms[None, :], eps_arr)  # rescaled to eps if above
+                per_target.append(
+                    {
+                        "target": tg.name,
+                        "label": Label.blackbox.value,
+                        "clean_accuracy": float(tg.clean_correct.mean()),
+                        **summarise(~res.success, tg.clean_correct, judged),
+                        "n": n,
+                        "queries": res.total_queries,
+                        "queries_full": n
+                        * int(settings["repetitions"])
+                        * (1 + int(settings["steps"]) + len(eps)),
+                        "stop": StopRule(cfg.sp_stop).value,
+                        "seconds": time.perf_counter() - ts,
+                    }
+                )
+                if not np.array_equal(res.clean_correct, tg.clean_correct):
+                    flags.append(
+                        SanityFlag(
+                            "clean-mismatch",
+                            spec.name,
+                            tg.name,
+                            "Salt&Pepper's clean query disagrees with the clean pass: the model "
+                            "is not deterministic across batch compositions",
+                        )
+                    )
+            seconds = time.perf_counter() - t0
+        for r in per_target:
+            flags += check_eps0(
+                spec.name, r["target"], eps, r["robust_accuracy"], r["clean_accuracy"]
+            )
+            flags += check_monotone(spec.name, r["target"], eps, r["robust_accuracy"])
+            headlines.append(
+                Headline(
+                    spec.name,
+                    r["target"],
+                    r["label"],
+                    spec.gradient,
+                    eps[-1],
+                    r["robust_accuracy"][-1],
+                )
+            )
+        results.append(
+            {
+                "attack": spec.name,
+                "title": spec.title,
+                "norm": spec.norm,
+                "gradient": spec.gradient,
+                "eps": list(eps),
+                "settings": spec.with_params(overrides),
+                "seconds": seconds,
+                "results": per_target,
+            }
+        )
+    flags += check_blackbox_vs_whitebox(headlines)
+
+    record = {
+        "record": "attack",
+        "record_version": RECORD_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "edgerobust": __version__,
+        "config": cfg.to_dict(),
+        "model": _ckpt_info(ck),
+        "source": source_name,
+        "device": _device_info(device),
+        "data": {
+            "root": str(ds.root),
+            "domain": domain,
+            "split": "val",
+            "split_seed": split.seed,
+            "val_fraction": split.val_fraction,
+            "n_split": len(split.val),
+            "n": n,
+            "limit": cfg.limit,
+            "sample_seed": cfg.seed if cfg.limit is not None else None,
+            "files": [dom.files[i] for i in idx],
+            "unreadable_skipped": unreadable,
+        },
+        "targets": [
+            {
+                "name": tg.name,
+                "kind": tg.kind,
+                "role": tg.role,
+                "clean_accuracy": float(tg.clean_correct.mean()),
+                **tg.info,
+            }
+            for tg in targets
+        ],
+        "gradients": grad_summary,
+        "attacks": results,
+        "average_adversarial_accuracy": _average(headlines, [tg.name for tg in targets]),
+        "sanity": [f.to_dict() for f in flags],
+    }
+    if cfg.out:
+        atomic_write_json(cfg.out, record)
+    return record
+
+
+def _source(cfg: AttackConfig, ck: Any, int8: bool, device: Any, load: Callable) -> Any:
+    """The fp32 model gradients come from (see the module docstring)."""
+    if cfg.source:
+        src = load(cfg.source, device=str(device))
+        if src.spec.quant:
+            raise ConfigError(f"--source {cfg.source} is int8: gradients need an fp32 model")
+    elif int8:
+        parent = ck.spec.origin.get("parent")
+        if not parent:
+            raise CheckpointError(
+                f"{ck.path} is int8 and records no fp32 parent: pass --source FP32_CHECKPOINT"
+            )
+        try:
+            src = load(parent, device=str(device))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (the int8 model's fp32 parent; pass --source)") from None
+        want = ck.spec.origin.get("parent_sha256")
+        if want and src.sha256 != want:
+            raise CheckpointError(
+                f"{src.path} changed since {ck.path} was quantized from it (sha256 differs): "
+                "pass --source with the original fp32 checkpoint"
+            )
+    else:
+        return ck
+    if (
+        list(src.spec.class_names) != list(ck.spec.class_names)
+        or src.spec.input_size != ck.spec.input_size
+    ):
+        raise CheckpointError(
+            f"{src.path} and {ck.path} differ in classes or input size: transfer needs the same task"
+        )
+    return src
+
+
+def _ckpt_info(ck: Any) -> dict[str, Any]:
+    return {
+        "path": str(ck.path),
+        "sha256": ck.sha256,
+        "arch": ck.spec.arch,
+        "precision": ck.spec.precision,
+        "engine": ck.spec.quant.get("engine") if ck.spec.quant else None,
+        "differentiable": not ck.spec.quant,
+    }
+
+
+def _device_info(device: Any) -> dict[str, Any]:
+    import foolbox
+    import torch
+
+    info = {"device": str(device), "torch": torch.__version__, "foolbox": foolbox.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _average(headlines: list[Headline], targets: list[str]) -> dict[str, Any]:
+    """Tables 4/5's "Avg Adversarial Acc": mean headline robust accuracy per model."""
+    out = {}
+    for name in targets:
+        figs = [h for h in headlines if h.target == name]
+        if figs:
+            labels: dict[str, int] = {}
+            for h in figs:
+                labels[h.label] = labels.get(h.label, 0) + 1
+            out[name] = {
+                "value": float(np.mean([h.robust_accuracy for h in figs])),
+                "attacks": [h.attack for h in figs],
+                "labels": labels,
+            }
+    return out
+
+
+__all__ = ["AttackConfig", "attack_eps", "run_attacks", "summarise"]

@@ -1,0 +1,147 @@
+"""White-box attacks with foolbox on a PyTorch model, and numpy views of torch models.
+
+The model takes [0, 1] pixels (normalisation is inside it), so foolbox runs with
+``bounds=(0, 1)`` and every epsilon is in pixel space. One call crafts the adversarials of one
+batch at every epsilon; the caller replays them on other models (``transfer``) as it likes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgerobust.attacks import AttackSpec
+from edgerobust.errors import ConfigError
+
+#: A model as the attack code sees it: float32 NCHW [0, 1] numpy -> logits numpy.
+NumpyModel = Callable[[np.ndarray], np.ndarray]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device: {device!r} is not a device (auto, cpu, cuda, cuda:N)"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is visible here; use auto or cpu")
+    return dev
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """True for an eager-mode converted int8 model (its kernels have no backward)."""
+    # convert() turns the QuantStub into a Quantize module (FloatFunctional, also from
+    # torch.ao.nn.quantized, is in every fp32 QuantizableResNet, so the module path cannot tell)
+    return any(isinstance(m, torch.ao.nn.quantized.Quantize) for m in model.modules())
+
+
+def torch_numpy_model(
+    model: nn.Module, device: torch.device, batch_size: int = 8, engine: str | None = None
+) -> NumpyModel:
+    """Wrap a torch model as a numpy callable (the form runtimes and Salt&Pepper use).
+
+    int8 models run on the CPU with their quantization ``engine`` active, as they were converted.
+    """
+    dev = torch.device("cpu") if is_quantized(model) else device
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        if engine is not None:
+            torch.backends.quantized.engine = engine
+        out = []
+        for s in range(0, x.shape[0], batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(x[s : s + batch_size], np.float32))
+            out.append(model(chunk.to(dev)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    return run
+
+
+def perturbation_norms(delta: np.ndarray, norm: str) -> np.ndarray:
+    """Per-sample norm of ``delta`` (..., C, H, W) over the whole image, as foolbox measures it."""
+    flat = delta.reshape(delta.shape[:-3] + (-1,)).astype(np.float64)
+    if norm == "linf":
+        return np.abs(flat).max(-1)
+    if norm == "l2":
+        return np.sqrt(np.square(flat).sum(-1))
+    if norm == "l1":
+        return np.abs(flat).sum(-1)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def build_attack(spec: AttackSpec, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The foolbox attack object for ``spec`` with the paper's settings (plus ``overrides``)."""
+    import foolbox
+
+    if spec.foolbox is None:
+        raise ValueError(f"{spec.name} is not a foolbox attack")
+    cls = getattr(foolbox.attacks, spec.foolbox)
+    return cls(**spec.with_params(overrides or {}))
+
+
+@dataclass(frozen=True)
+class Crafted:
+    """Adversarials of one batch: ``adversarials[k]`` is clipped to ``eps[k]``."""
+
+    eps: tuple[float, ...]
+    adversarials: np.ndarray  # (n_eps, B, C, H, W) float32 in [0, 1]
+    success: np.ndarray  # (n_eps, B): misclassified by the crafting model
+
+
+def craft(
+    model: nn.Module,
+    spec: AttackSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: Sequence[float],
+    *,
+    device: torch.device,
+    overrides: Mapping[str, Any] | None = None,
+) -> Crafted:
+    """Run a foolbox gradient attack on one batch at every eps (foolbox's epsilon sweep)."""
+    import foolbox
+
+    if is_quantized(model):
+        # Never a fake number: int8 kernels have no backward, so the attack would silently fail.
+        raise ValueError("gradient attacks need a differentiable model; int8 gets transfer")
+    attack = build_attack(spec, overrides)
+    fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=device)
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+    yt = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+    _, clipped, success = attack(fmodel, xt, yt, epsilons=list(eps))
+    adv = np.stack([c.detach().float().cpu().numpy() for c in clipped])
+    return Crafted(tuple(float(e) for e in eps), adv, success.detach().cpu().numpy().astype(bool))
+
+
+def input_gradient_norms(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """L2 norm per sample of d(cross-entropy)/d(input): all zeros means gradient masking."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device).requires_grad_(True)
+    yt = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(xt), yt, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xt)
+    return grad.flatten(1).norm(dim=1).detach().cpu().numpy().astype(np.float64)
+
+
+__all__ = [
+    "Crafted",
+    "NumpyModel",
+    "build_attack",
+    "craft",
+    "input_gradient_norms",
+    "is_quantized",
+    "perturbation_norms",
+    "resolve_device",
+    "torch_numpy_model",
+]
