@@ -941,8 +941,9 @@ def bench(
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed batch-1 calls per side.")] = 200,
     repeats: Annotated[
-        int, typer.Option(help="Interleaved rounds (bare, tool, bare, tool, ...).")
-    ] = 3,
+        int,
+        typer.Option(help="Interleaved rounds (bare, tool, ...); the medians are compared."),
+    ] = 5,
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
 ) -> None:
     """Measure the measuring path: eval-device vs bare runtime calls, side by side, one process."""
