@@ -58,7 +58,6 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -873,10 +872,7 @@ def mirror_dataset(
         dom = ds.domain(name)
         chosen: set[int] = set()
         for man in manifests:
-            source = {**man.source, "_files": dom.files}
-            # domain_indices reads only the labels of the decoded images: no decoding needed.
-            stub = SimpleNamespace(labels=np.asarray(dom.labels, dtype=np.int64))
-            chosen.update(domain_indices(name, stub, source, limit)[1])  # type: ignore[arg-type]
+            chosen.update(domain_indices(dom, man.source, limit)[1])  # no decoding needed
         rel_root = dom.root.relative_to(ds.root)
         for i, f in enumerate(dom.files):
             dst = dest / rel_root / f

@@ -26,6 +26,7 @@ from edgerobust import __version__
 from edgerobust.data import (
     DEFAULT_SEED,
     DEFAULT_VAL_FRACTION,
+    Domain,
     Images,
     decode_domain,
     make_split,
@@ -154,24 +155,19 @@ def measure_latency(model: Runtime, x1: np.ndarray, warmup: int, runs: int) -> d
     return {**percentiles(samples), "runs": runs, "warmup": warmup, "batch": 1}
 
 
-def domain_indices(
-    name: str, images: Images, source: dict, limit: int | None
-) -> tuple[str, list[int]]:
+def domain_indices(domain: Domain, source: dict, limit: int | None) -> tuple[str, list[int]]:
     """Which images of a domain to score: the validation split of the source domain, all of any
-    other (the paper's protocol); then an optional seeded sample of ``limit``."""
-    n = len(images.labels)
-    if name == source.get("source_domain"):
-        from edgerobust.data import Domain
-
-        dom = Domain(name, Path("."), tuple(source["_files"]), tuple(images.labels.tolist()))
+    other (the paper's protocol); then an optional seeded sample of ``limit``. Needs only the
+    file list, so callers can choose images before (or without) decoding any."""
+    if domain.name == source.get("source_domain"):
         split = make_split(
-            dom,
+            domain,
             source.get("split_seed") or DEFAULT_SEED,
             source.get("val_fraction") or DEFAULT_VAL_FRACTION,
         )
         part, idx = "val", list(split.val)
     else:
-        part, idx = "all", list(range(n))
+        part, idx = "all", list(range(len(domain)))
     if limit is not None and limit < len(idx):
         rng = np.random.default_rng(0)
         idx = sorted(rng.choice(idx, size=limit, replace=False).tolist())
@@ -221,7 +217,6 @@ def evaluate(
     check_classes(man.class_names, ds.classes, ds.root)
     size = man.input_size
     decoded = decoded if decoded is not None else {}
-    source = dict(man.source)
     results = []
     attack_work = []  # (images, indices) per domain, attacked after the memory reading
     scored: list[tuple[str, Any, np.ndarray]] = []  # (file, label, logits) for logits_out
@@ -234,8 +229,7 @@ def evaluate(
             )
             rep.done(t)
         images = decoded[key]
-        source["_files"] = ds.domain(name).files
-        part, idx = domain_indices(name, images, source, cfg.limit)
+        part, idx = domain_indices(ds.domain(name), man.source, cfg.limit)
         skipped = [ds.domain(name).files[i] for i in idx if not images.ok[i]]
         idx = [i for i in idx if images.ok[i]]
         correct = 0
@@ -312,7 +306,7 @@ def evaluate(
             "sha256": man.sha256,
             "size_bytes": man.size_bytes,
             "size_mb": man.size_bytes / 1e6,
-            "source": {k: v for k, v in man.source.items() if not k.startswith("_")},
+            "source": dict(man.source),
             "parity": man.parity,
         },
         "runtime": model.info(),

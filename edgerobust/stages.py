@@ -30,26 +30,6 @@ def _data(settings: dict[str, Any], inputs: dict[str, StageOutput]) -> str:
     return str(settings["data"])
 
 
-def _optional_import(module: str, names: tuple[str, ...], what: str) -> tuple[Any, ...]:
-    """Import ``names`` from ``module``, or fail the stage with one line saying what is missing."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
-            raise StageUnavailable(
-                f"{what}: not available in this installation ({module} is missing)"
-            ) from None
-        raise
-    missing = [n for n in names if not hasattr(mod, n)]
-    if missing:
-        raise StageUnavailable(
-            f"{what}: not available in this installation ({module} has no {', '.join(missing)})"
-        )
-    return tuple(getattr(mod, n) for n in names)
-
-
 def _config(cls: type, what: str, values: dict[str, Any]) -> Any:
     """Build a frozen config dataclass from the stage's values.
 
@@ -138,12 +118,11 @@ def prune_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """``edgerobust compress prune`` (issue 3): L1 filter pruning of a baseline, then retraining."""
-    (prune_config, prune_checkpoint) = _optional_import(
-        "edgerobust.prune", ("PruneConfig", "prune_checkpoint"), "pruning"
-    )
+    from edgerobust.prune import PruneConfig, prune_checkpoint
+
     target = settings["target_params"]
     cfg = _config(
-        prune_config,
+        PruneConfig,
         "prune",
         {
             "checkpoint": inputs["model"].path("checkpoint"),
@@ -171,12 +150,11 @@ def distill_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """``edgerobust compress distill`` (issue 3): vanilla KD from a fine-tuned baseline."""
-    (distill_config, distill) = _optional_import(
-        "edgerobust.distill", ("DistillConfig", "distill"), "knowledge distillation"
-    )
+    from edgerobust.distill import DistillConfig, distill
+
     teacher = inputs["teacher"]
     cfg = _config(
-        distill_config,
+        DistillConfig,
         "distill",
         {
             "teacher": teacher.path("checkpoint"),

@@ -95,8 +95,7 @@ def bench_saltpepper(
     domain = cfg.domain or man.source.get("source_domain") or next(iter(ds.domains))
     dom = ds.domain(domain)
     images = decode_domain(dom, man.input_size)
-    source = {**man.source, "_files": dom.files}
-    part, idx = domain_indices(domain, images, source, cfg.limit)
+    part, idx = domain_indices(dom, man.source, cfg.limit)
     idx = [i for i in idx if images.ok[i]]
     if not idx:
         raise DataError(f"no readable image to attack in {domain!r}")
