@@ -814,6 +814,12 @@ def attack(
         str | None,
         typer.Option(help="Comma-separated artifacts: replay adversarials (transfer), run S&P."),
     ] = None,
+    replay: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated more checkpoints (e.g. int8 of each engine): replay (transfer)."
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a setting: ATTACK.SETTING=VALUE, e.g. cw.steps=10."),
@@ -848,6 +854,7 @@ def attack(
         batch_size=batch_size,
         source=str(source) if source else None,
         artifacts=_csv(artifacts) or (),
+        replay=_csv(replay) or (),
         params=params,
         sp_stop=sp_stop.value,
         device=device,

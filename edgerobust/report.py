@@ -392,7 +392,8 @@ class Models:
     # measurement records ------------------------------------------------------------------
 
     def _owner(self, rec: dict[str, Any], checkpoint: Any, int8_onnx: bool) -> Model | None:
-        """The model a measurement belongs to: its study block, else its checkpoint path."""
+        """The model a measurement belongs to: its study block, else its checkpoint path. An
+        ONNX int8 measurement of an fp32 model belongs to that model's onnxruntime int8 twin."""
         st = rec.get("study") or {}
         if st.get("source") and st.get("model"):
             key = (st["source"], st["model"])
@@ -408,9 +409,10 @@ class Models:
                     engine=st.get("engine"),
                     params=parent.params if parent else None,
                 )
-            return self.models[key]
-        m = self.by_checkpoint.get(_ckpt_key(checkpoint) or "")
-        if m is None or not int8_onnx:
+            m: Model | None = self.models[key]
+        else:
+            m = self.by_checkpoint.get(_ckpt_key(checkpoint) or "")
+        if m is None or not int8_onnx or m.compression == "int8":
             return m
         # ONNX int8 is quantized by onnxruntime from the fp32 checkpoint: its own "model".
         key = (m.source, f"{m.label}-int8-onnxruntime")
@@ -466,7 +468,9 @@ class Models:
                 continue  # the fp32 parent's direct figures belong to the parent's own stage
             is_artifact = t.get("kind") == "artifact"
             onnx_int8 = is_artifact and str(t.get("path", "")).endswith(".onnx") and not fp32
-            if onnx_int8:
+            if t.get("role") == "replay":  # an int8 checkpoint the adversarials were replayed on
+                owner = self.by_checkpoint.get(_ckpt_key(t.get("path")) or "")
+            elif onnx_int8:
                 owner = self._owner(rec, source_path or model_path, True)
             elif t.get("role") == "source":
                 owner = self._owner(rec, source_path, False)

@@ -477,45 +477,51 @@ def plan_study(study: Study) -> Plan:
     if study.attack:
         a = study.attack
         sources = study.attack_sources
-        # White-box attacks run on PyTorch checkpoints: directly on the fp32 models; for int8
-        # models the adversarials are crafted on the fp32 parent and replayed ("transfer"), as
-        # PTSQ models have no usable gradients.
-        targets: list[tuple[dict[str, Any], tuple[tuple[str, Stage], ...]]] = []
+        # White-box attacks run on PyTorch checkpoints: directly on the fp32 models. PTSQ models
+        # have no usable gradients, so the fp32 model's adversarials are replayed on its int8
+        # versions (torch PTSQ of each engine, the ONNX int8 artifact): label "transfer". One
+        # stage per fp32 model and strength crafts once and measures all of them side by side.
         if a.whitebox:
-            for m in models:
-                if m.source in sources and m.compression in a.models:
-                    targets.append((m.meta(), (("model", m.stage),)))
+            children: dict[str, list[tuple[str, Stage]]] = {}
             if "int8" in a.models:
                 for qm in int8.values():
-                    if qm.source in sources and qm.parent is not None:
-                        deps = (("model", qm.stage), ("parent", qm.parent.stage))
-                        targets.append((qm.meta(), deps))
+                    if qm.parent is not None:
+                        children.setdefault(qm.parent.stage.key, []).append(
+                            (f"replay:{qm.label}", qm.stage)
+                        )
                 fp32_by_label = {(m.source, m.label): m for m in models}
                 for art, meta in artifacts:
                     parent = fp32_by_label.get((meta["source"], meta.get("parent_model")))
-                    onnx_int8 = meta["format"] == "onnx" and meta["precision"] == "int8"
-                    if onnx_int8 and parent is not None and meta["source"] in sources:
-                        targets.append((meta, (("parent", parent.stage), ("artifact", art))))
-        for meta, deps in targets:
-            for strength in a.strengths:
-                settings = {
-                    **data_settings,
-                    **split,
-                    "attacks": list(a.whitebox),
-                    "strength": strength,
-                    "domain": meta["source"],
-                    "limit": a.limit or None,
-                    "batch_size": a.batch_size,
-                }
-                add(
-                    Stage(
-                        "attack",
-                        settings,
-                        (*deps, *data_deps),
-                        f"{meta['source']}/{meta['model']} {strength}",
-                        {**meta, "strength": strength},
+                    if meta["precision"] == "int8" and meta["format"] == "onnx" and parent:
+                        children.setdefault(parent.stage.key, []).append(
+                            (f"artifact:{meta['model']}", art)
+                        )
+            for m in models:
+                if m.source not in sources:
+                    continue
+                replays = tuple(children.get(m.stage.key, ()))
+                if m.compression not in a.models and not replays:
+                    continue
+                for strength in a.strengths:
+                    settings = {
+                        **data_settings,
+                        **split,
+                        "attacks": list(a.whitebox),
+                        "strength": strength,
+                        "domain": m.source,
+                        "limit": a.limit or None,
+                        "batch_size": a.batch_size,
+                    }
+                    extra = f" (+ {len(replays)} int8)" if replays else ""
+                    add(
+                        Stage(
+                            "attack",
+                            settings,
+                            (("model", m.stage), *replays, *data_deps),
+                            f"{m.source}/{m.label} {strength}{extra}",
+                            {**m.meta(), "strength": strength},
+                        )
                     )
-                )
         # Salt&Pepper is decision-based: it queries each exported artifact in its own runtime.
         if "saltpepper" in a.attacks:
             runtime_of = {fmt: rt for rt, fmt in RUNTIMES.items()}

@@ -351,33 +351,31 @@ def saltpepper_stage(
     return out / "attacks.json"
 
 
-@register_stage("attack")
+@register_stage("attack", version=2)
 def attack_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """``edgerobust attack`` (issue 4): the study's white-box attacks at one strength.
 
-    Inputs: ``model`` (the checkpoint attacked: label ``direct``; for a PTSQ model its int8
-    checkpoint), ``parent`` (int8 only: the fp32 checkpoint whose adversarials are replayed on
-    the int8 model, label ``transfer``) and, for ONNX int8 (quantized by onnxruntime, so there
-    is no int8 checkpoint), ``artifact``: the ``.onnx`` file the transferred adversarials are
-    replayed on. Salt&Pepper is not here: it is the ``saltpepper`` stage, against artifacts.
+    Inputs: ``model`` (the fp32 checkpoint the adversarials are crafted on: label ``direct``),
+    ``replay:<label>`` (its PTSQ int8 checkpoints: the same adversarials replayed, label
+    ``transfer``) and ``artifact:<label>`` (its ONNX int8 artifact, quantized by onnxruntime so
+    it has no int8 checkpoint: replayed inside onnxruntime, ``transfer``). Salt&Pepper is not
+    here: it is the ``saltpepper`` stage, against artifacts.
     """
     from edgerobust.attacks.run import AttackConfig, run_attacks
 
-    model = inputs.get("model") or inputs["parent"]
-    int8 = "model" in inputs and "parent" in inputs
+    roles = sorted(inputs)
     cfg = AttackConfig(
-        checkpoint=model.path("checkpoint"),
+        checkpoint=inputs["model"].path("checkpoint"),
         data=_data(settings, inputs),
         domain=settings["domain"],
         attacks=tuple(settings["attacks"]),
         strength=settings["strength"],
         limit=settings["limit"] or None,  # 0 in a study file: every validation image
         batch_size=settings["batch_size"],
-        # int8: adversarials are crafted on the fp32 parent and replayed (label transfer).
-        source=inputs["parent"].path("checkpoint") if int8 else None,
-        artifacts=(inputs["artifact"].path("artifact"),) if "artifact" in inputs else (),
+        replay=tuple(inputs[r].path("checkpoint") for r in roles if r.startswith("replay:")),
+        artifacts=tuple(inputs[r].path("artifact") for r in roles if r.startswith("artifact:")),
         out=str(out / "attack.json"),
     )
     run_attacks(cfg, rep)

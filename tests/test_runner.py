@@ -326,14 +326,44 @@ def test_cli_dry_run_and_one_line_errors(finished, tmp_path):
     ]
 
 
-def test_saltpepper_runs_against_every_artifact_as_blackbox(tmp_path, synthetic_root):
-    from edgerobust.report import ReportConfig, write_report
+def test_study_attacks_craft_once_per_model_and_measure_every_deployed_version(
+    tmp_path, synthetic_root
+):
+    """White-box: one stage per fp32 model and strength, replaying onto its int8 versions (torch
+    PTSQ, ONNX int8 artifact: transfer). Salt&Pepper: against every artifact (blackbox)."""
+    from edgerobust.report import Models, ReportConfig, load_records, write_report
 
-    text = STUDY + '\n[attack]\nattacks = ["saltpepper"]\nlimit = 6\nsaltpepper_steps = 30\n'
+    text = STUDY + (
+        '\n[attack]\nattacks = ["fgsm", "saltpepper"]\nlimit = 6\nsaltpepper_steps = 30\n'
+    )
+    plan = plan_study(parse_study(tomllib.loads(text.format(data=synthetic_root))))
+    attacks = [s for s in plan.stages if s.kind == "attack"]
+    assert [s.settings["strength"] for s in attacks] == ["light", "heavy"]
+    for s in attacks:
+        assert sorted(role for role, _ in s.deps if role != "data") == [
+            "artifact:tinyresnet-int8-onnxruntime",
+            "model",
+            "replay:tinyresnet-int8-x86",
+        ]
     study = write_study(tmp_path, synthetic_root, text)
     out = tmp_path / "out"
     summary = run_study(RunConfig(str(study), out=str(out)))
     assert summary.ok, summary.lines()
+    models = Models(load_records(out)).models
+    fgsm = {
+        label: {
+            (e["strength"], e["label"], e["format"])
+            for e in m.attack_results
+            if e["attack"] == "fgsm"
+        }
+        for (_, label), m in models.items()
+    }
+    assert fgsm["tinyresnet"] == {("light", "direct", None), ("heavy", "direct", None)}
+    assert fgsm["tinyresnet-int8-x86"] == {("light", "transfer", None), ("heavy", "transfer", None)}
+    assert fgsm["tinyresnet-int8-onnxruntime"] == {
+        ("light", "transfer", "onnx"),
+        ("heavy", "transfer", "onnx"),
+    }
     folders = sorted((out / "stages").glob("saltpepper-*"))
     assert len(folders) == 4  # one per artifact: onnx / ptl x fp32 / int8
     for folder in folders:

@@ -12,6 +12,10 @@ Which models are measured, and how each figure is labelled:
 * An **int8 checkpoint** has no backward pass (its kernels are quantized), so a gradient attack
   is never run on it: the source's adversarials are replayed on it, labelled ``transfer``.
 * Every **artifact** (``--artifacts``) gets the same replay inside its own runtime: ``transfer``.
+* Every **replay checkpoint** (``--replay``: e.g. the int8 models of every engine made from the
+  fp32 model attacked) gets the same replay as a PyTorch model: ``transfer``. The adversarials
+  are crafted once and every target reads the same ones, so one run measures a model and all its
+  deployed versions side by side.
 * **Salt&Pepper** is decision-based: it only reads predicted classes, so it runs against each
   model itself (torch model or artifact in its runtime), labelled ``blackbox``.
 
@@ -65,6 +69,7 @@ class AttackConfig:
     batch_size: int = 8
     source: str | None = None  # fp32 model to craft on (default: the int8 model's parent)
     artifacts: tuple[str, ...] = ()
+    replay: tuple[str, ...] = ()  # more checkpoints the adversarials are replayed on
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     sp_stop: StopRule = StopRule.exact
     device: str = "auto"
@@ -114,6 +119,7 @@ class AttackConfig:
             "batch_size": self.batch_size,
             "source": self.source,
             "artifacts": list(self.artifacts),
+            "replay": list(self.replay),
             "params": {k: dict(v) for k, v in self.params.items()},
             "sp_stop": StopRule(self.sp_stop).value,
             "device": self.device,
@@ -134,7 +140,7 @@ class _Target:
 
     name: str
     kind: str  # "torch" | "artifact"
-    role: str  # "source" | "checkpoint" | "artifact"
+    role: str  # "source" | "checkpoint" | "replay" | "artifact"
     fn: Callable[[np.ndarray], np.ndarray]
     info: dict[str, Any]
     clean_correct: np.ndarray | None = None
@@ -211,6 +217,32 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
             _ckpt_info(ck),
         )
     )
+    for path in cfg.replay:
+        rk = load_checkpoint(path, device=str(device))
+        if rk.sha256 in (ck.sha256, src.sha256):
+            raise ConfigError(f"--replay {path} is the checkpoint attacked or its source already")
+        if (
+            list(rk.spec.class_names) != list(ck.spec.class_names)
+            or rk.spec.input_size != ck.spec.input_size
+        ):
+            raise CheckpointError(
+                f"{path}: its classes or input size differ from {ck.path.name}'s; replay "
+                "adversarials only on models of the same task"
+            )
+        targets.append(
+            _Target(
+                str(path),
+                "torch",
+                "replay",
+                torch_numpy_model(
+                    rk.model,
+                    device,
+                    cfg.batch_size,
+                    rk.spec.quant["engine"] if rk.spec.quant else None,
+                ),
+                _ckpt_info(rk),
+            )
+        )
     for path in cfg.artifacts:
         art = open_artifact(path, threads=cfg.threads)
         man = art.manifest
@@ -239,7 +271,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
             )
         )
     if len({t.name for t in targets}) != len(targets):
-        raise ConfigError("--artifacts names the same artifact file twice")
+        raise ConfigError("--artifacts or --replay names the same model twice")
     source_name = "source" if src is not ck else "checkpoint"
 
     # ---- images: the domain's validation split, optionally a seeded sample

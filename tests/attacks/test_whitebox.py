@@ -255,6 +255,27 @@ def test_int8_gets_transfer_never_direct(tiny, fast) -> None:
     }
 
 
+def test_replay_measures_the_fp32_model_and_its_int8_versions_on_one_crafting(tiny, fast):
+    """``--replay``: the fp32 model is attacked once (direct); its int8 checkpoint and ONNX int8
+    artifact read the very same adversarials (transfer), so their figures equal those of the
+    int8 model's own run, which crafts on the same parent."""
+    kw = dict(attacks=("fgsm", "pgd"), strength="heavy", limit=6)
+    both = _run(fast, tiny.fp32, replay=(str(tiny.int8),), artifacts=(str(tiny.onnx_int8),), **kw)
+    names = [t["name"] for t in both["targets"]]
+    assert names == ["checkpoint", str(tiny.int8), tiny.onnx_int8.name]
+    assert [t["role"] for t in both["targets"]] == ["checkpoint", "replay", "artifact"]
+    assert both["targets"][1]["precision"] == "int8"
+    alone = _run(fast, tiny.int8, artifacts=(str(tiny.onnx_int8),), **kw)
+    rename = {"checkpoint": "source", str(tiny.int8): "checkpoint"}
+    for a, b in zip(both["attacks"], alone["attacks"], strict=True):
+        got = {rename.get(r["target"], r["target"]): r for r in a["results"]}
+        for r in b["results"]:
+            assert got[r["target"]]["label"] == r["label"]
+            assert got[r["target"]]["robust_accuracy"] == r["robust_accuracy"]
+    with pytest.raises(ConfigError, match="already"):
+        _run(fast, tiny.fp32, replay=(str(tiny.fp32),), **kw)
+
+
 def _rewrite_origin(src, dst, **origin):
     """Copy an int8 checkpoint with a changed origin record (its weights untouched)."""
     from safetensors import safe_open
