@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from edgerobust import __version__
-from edgerobust.attacks import Strength, parse_attacks, parse_eps
+from edgerobust.attacks import parse_attacks, parse_eps
 from edgerobust.errors import ConfigError, EdgeRobustError
 
 app = typer.Typer(
@@ -45,6 +45,12 @@ class Engine(str, Enum):
     fbgemm = "fbgemm"
     x86 = "x86"
     qnnpack = "qnnpack"
+
+
+class StrengthChoice(str, Enum):
+    light = "light"
+    heavy = "heavy"
+    both = "both"
 
 
 class SpStop(str, Enum):
@@ -761,20 +767,28 @@ def attack_table(record: dict):
         f"{record['config']['strength']} attacks (label: how it was measured)"
     )
     t.add_column("attack")
+    t.add_column("strength")
     t.add_column("eps", justify="right")
     for name in targets:
         t.add_column(name, justify="right")
-    t.add_row("clean", "0", *(_pct(tg["clean_accuracy"]) for tg in record["targets"]))
-    for a in record["attacks"]:
-        cells = {r["target"]: r for r in a["results"]}
-        row = []
-        for name in targets:
-            r = cells.get(name)
-            row.append("-" if r is None else f"{_pct(r['robust_accuracy'][-1])} ({r['label']})")
-        t.add_row(a["title"], f"{a['eps'][-1]:g}", *row)
-    t.add_section()
-    avg = record["average_adversarial_accuracy"]
-    t.add_row("average", "", *(_pct(avg[n]["value"]) if n in avg else "-" for n in targets))
+    t.add_row("clean", "", "0", *(_pct(tg["clean_accuracy"]) for tg in record["targets"]))
+    averages = record["average_adversarial_accuracy"]
+    for strength, avg in averages.items():
+        t.add_section()
+        for a in record["attacks"]:
+            e = a["headline_eps"].get(strength)
+            if e is None:
+                continue
+            k = a["eps"].index(e)
+            cells = {r["target"]: r for r in a["results"]}
+            row = []
+            for name in targets:
+                r = cells.get(name)
+                row.append("-" if r is None else f"{_pct(r['robust_accuracy'][k])} ({r['label']})")
+            t.add_row(a["title"], strength, f"{e:g}", *row)
+        t.add_row(
+            "average", strength, "", *(_pct(avg[n]["value"]) if n in avg else "-" for n in targets)
+        )
     return t
 
 
@@ -795,8 +809,9 @@ def attack(
         typer.Option(help="Comma-separated: deepfool,pgd,fgsm,cw,ddn,ead,saltpepper (or all)."),
     ] = "all",
     strength: Annotated[
-        Strength, typer.Option(help="The paper's light or heavy budgets.")
-    ] = Strength.light,
+        StrengthChoice,
+        typer.Option(help="The paper's light or heavy budgets, or both in one sweep."),
+    ] = StrengthChoice.light,
     eps: Annotated[
         str | None,
         typer.Option(help="Budgets replacing the paper's, for every listed attack (its own norm)."),
@@ -847,7 +862,7 @@ def attack(
         data=str(data) if data else None,
         domain=domain,
         attacks=cfg_attacks,
-        strength=strength,
+        strength=strength.value,
         eps=cfg_eps,
         limit=limit,
         seed=seed,

@@ -492,8 +492,9 @@ class Models:
 
 
 def attack_target_entries(rec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Figures of an ``edgerobust attack`` record, per target: each attack's result at the
-    strength's budget (the last epsilon of its sweep; the first is the eps = 0 check)."""
+    """Figures of an ``edgerobust attack`` record, per target: each attack's result at each
+    strength's headline eps (``headline_eps``; records before version 2 measured one strength,
+    at the sweep's last eps)."""
     strength = (rec.get("config") or {}).get("strength")
     suffix_format = {".onnx": "onnx", ".pt": "torchscript", ".ptl": "ptl"}
     formats = {
@@ -504,24 +505,28 @@ def attack_target_entries(rec: dict[str, Any]) -> dict[str, list[dict[str, Any]]
     out: dict[str, list[dict[str, Any]]] = {}
     for a in rec.get("attacks") or []:
         eps = a.get("eps") or []
+        headline = a.get("headline_eps") or (
+            {strength: eps[-1]} if eps and strength in ("light", "heavy") else {}
+        )
         for r in a.get("results") or []:
             accs = r.get("robust_accuracy") or []
-            if not accs or strength not in ("light", "heavy"):
-                continue
             n = r.get("n")
-            out.setdefault(r.get("target"), []).append(
-                {
-                    "attack": a.get("attack"),
-                    "strength": strength,
-                    "format": formats.get(r.get("target")),
-                    "epsilon": eps[-1] if eps else None,
-                    "label": r.get("label"),
-                    "acc": _acc_from_fraction(accs[-1], n, r.get("label")),
-                    "clean": _acc_from_fraction(r["clean_accuracy"], n)
-                    if r.get("clean_accuracy") is not None
-                    else None,
-                }
-            )
+            for st, e in headline.items():
+                if st not in ("light", "heavy") or e not in eps or len(accs) != len(eps):
+                    continue
+                out.setdefault(r.get("target"), []).append(
+                    {
+                        "attack": a.get("attack"),
+                        "strength": st,
+                        "format": formats.get(r.get("target")),
+                        "epsilon": e,
+                        "label": r.get("label"),
+                        "acc": _acc_from_fraction(accs[eps.index(e)], n, r.get("label")),
+                        "clean": _acc_from_fraction(r["clean_accuracy"], n)
+                        if r.get("clean_accuracy") is not None
+                        else None,
+                    }
+                )
     return out
 
 

@@ -502,26 +502,28 @@ def plan_study(study: Study) -> Plan:
                 replays = tuple(children.get(m.stage.key, ()))
                 if m.compression not in a.models and not replays:
                     continue
-                for strength in a.strengths:
-                    settings = {
-                        **data_settings,
-                        **split,
-                        "attacks": list(a.whitebox),
-                        "strength": strength,
-                        "domain": m.source,
-                        "limit": a.limit or None,
-                        "batch_size": a.batch_size,
-                    }
-                    extra = f" (+ {len(replays)} int8)" if replays else ""
-                    add(
-                        Stage(
-                            "attack",
-                            settings,
-                            (("model", m.stage), *replays, *data_deps),
-                            f"{m.source}/{m.label} {strength}{extra}",
-                            {**m.meta(), "strength": strength},
-                        )
+                # Both strengths in one stage: a minimisation attack (C&W, EAD, DeepFool, DDN)
+                # then searches once and is judged at every budget.
+                strength = "both" if {"light", "heavy"} <= set(a.strengths) else a.strengths[0]
+                settings = {
+                    **data_settings,
+                    **split,
+                    "attacks": list(a.whitebox),
+                    "strength": strength,
+                    "domain": m.source,
+                    "limit": a.limit or None,
+                    "batch_size": a.batch_size,
+                }
+                extra = f" (+ {len(replays)} int8)" if replays else ""
+                add(
+                    Stage(
+                        "attack",
+                        settings,
+                        (("model", m.stage), *replays, *data_deps),
+                        f"{m.source}/{m.label} {'+'.join(a.strengths)}{extra}",
+                        {**m.meta(), "strength": strength},
                     )
+                )
         # Salt&Pepper is decision-based: it queries each exported artifact in its own runtime.
         if "saltpepper" in a.attacks:
             runtime_of = {fmt: rt for rt, fmt in RUNTIMES.items()}

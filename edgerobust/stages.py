@@ -355,11 +355,11 @@ def saltpepper_stage(
     return out / "attacks.json"
 
 
-@register_stage("attack", version=2)
+@register_stage("attack", version=3)
 def attack_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
-    """``edgerobust attack`` (issue 4): the study's white-box attacks at one strength.
+    """``edgerobust attack`` (issue 4): the study's white-box attacks, at one strength or both.
 
     Inputs: ``model`` (the fp32 checkpoint the adversarials are crafted on: label ``direct``),
     ``replay:<label>`` (its PTSQ int8 checkpoints: the same adversarials replayed, label

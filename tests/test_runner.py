@@ -338,7 +338,7 @@ def test_study_attacks_craft_once_per_model_and_measure_every_deployed_version(
     )
     plan = plan_study(parse_study(tomllib.loads(text.format(data=synthetic_root))))
     attacks = [s for s in plan.stages if s.kind == "attack"]
-    assert [s.settings["strength"] for s in attacks] == ["light", "heavy"]
+    assert [s.settings["strength"] for s in attacks] == ["both"]  # one search, both budgets
     for s in attacks:
         assert sorted(role for role, _ in s.deps if role != "data") == [
             "artifact:tinyresnet-int8-onnxruntime",

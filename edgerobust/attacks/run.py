@@ -23,7 +23,12 @@ Definitions (per attack, model and eps): robust accuracy = fraction of all ``n``
 classified correctly under attack; success rate = fraction of the clean-correct samples that the
 attack turns wrong; median norm = median perturbation norm (the attack's norm, whole image) of
 those successful adversarials. The average adversarial accuracy (Tables 4/5) is the mean robust
-accuracy over the attacks at each one's headline (largest) eps.
+accuracy over the attacks at each one's headline eps (the strength's largest budget).
+
+``strength="both"`` sweeps the light and the heavy budgets in one run: a minimisation attack
+(DeepFool, C&W, DDN, EAD) then searches once and is judged at every eps, so both strengths cost
+little more than one. Each attack names its headline eps per strength (``headline_eps``) and the
+averages and sanity checks are kept per strength.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ from edgerobust.attacks.sanity import (
 from edgerobust.errors import ArtifactError, CheckpointError, ConfigError, DataError
 from edgerobust.progress import NullReporter, Reporter
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: headline_eps per attack; averages keyed by strength; strength "both"
+
+BOTH = "both"  # --strength both: the light and heavy budgets in one sweep
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class AttackConfig:
     data: str | None = None  # None: the dataset recorded in the checkpoint
     domain: str | None = None  # None: the model's source domain
     attacks: tuple[str, ...] = field(default_factory=lambda: tuple(list_attacks()))
-    strength: Strength = Strength.light
+    strength: Strength | str = Strength.light  # light | heavy | both
     eps: tuple[float, ...] | None = None  # None: the paper's eps for ``strength``
     limit: int | None = None  # a seeded sample of this many validation images
     seed: int = 0
@@ -83,7 +90,15 @@ class AttackConfig:
             get(name)
         if len(set(self.attacks)) != len(self.attacks):
             raise ConfigError(f"--attacks names an attack twice: {','.join(self.attacks)}")
-        Strength(self.strength)
+        if self.strength != BOTH:
+            try:
+                Strength(self.strength)
+            except ValueError:
+                raise ConfigError(
+                    f"--strength must be light, heavy or both, got {self.strength!r}"
+                ) from None
+        elif self.eps is not None:
+            raise ConfigError("--eps replaces one strength's budgets: use it with light or heavy")
         StopRule(self.sp_stop)
         if self.eps is not None:
             if not self.eps:
@@ -112,7 +127,7 @@ class AttackConfig:
             "data": self.data,
             "domain": self.domain,
             "attacks": list(self.attacks),
-            "strength": Strength(self.strength).value,
+            "strength": self.strength if self.strength == BOTH else Strength(self.strength).value,
             "eps": list(self.eps) if self.eps is not None else None,
             "limit": self.limit,
             "seed": self.seed,
@@ -128,10 +143,27 @@ class AttackConfig:
         }
 
 
+def strengths(cfg: AttackConfig) -> tuple[Strength, ...]:
+    """The strengths one run measures: one, or light and heavy for ``both``."""
+    if cfg.strength == BOTH:
+        return (Strength.light, Strength.heavy)
+    return (Strength(cfg.strength),)
+
+
 def attack_eps(spec: AttackSpec, cfg: AttackConfig) -> tuple[float, ...]:
     """The eps sweep of one attack: 0 (the sanity point), then the requested budgets, ascending."""
-    chosen = cfg.eps if cfg.eps is not None else spec.eps(cfg.strength)
+    if cfg.eps is not None:
+        chosen: tuple[float, ...] = cfg.eps
+    else:
+        chosen = tuple(e for st in strengths(cfg) for e in spec.eps(st))
     return tuple(sorted({0.0, *(float(e) for e in chosen)}))
+
+
+def headline_eps(spec: AttackSpec, cfg: AttackConfig) -> dict[str, float]:
+    """Per strength, the eps its tables report: the largest of its budgets."""
+    if cfg.eps is not None:
+        return {Strength(cfg.strength).value: float(max(cfg.eps))}
+    return {st.value: float(max(spec.eps(st))) for st in strengths(cfg)}
 
 
 @dataclass
@@ -321,9 +353,10 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
 
     # ---- the attacks
     results = []
-    headlines: list[Headline] = []
+    headlines: dict[str, list[Headline]] = {st.value: [] for st in strengths(cfg)}
     for spec in specs:
         eps = attack_eps(spec, cfg)
+        headline = headline_eps(spec, cfg)
         overrides = dict(cfg.params.get(spec.name, {}))
         t0 = time.perf_counter()
         per_target: list[dict[str, Any]] = []
@@ -408,16 +441,17 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
                 spec.name, r["target"], eps, r["robust_accuracy"], r["clean_accuracy"]
             )
             flags += check_monotone(spec.name, r["target"], eps, r["robust_accuracy"])
-            headlines.append(
-                Headline(
-                    spec.name,
-                    r["target"],
-                    r["label"],
-                    spec.gradient,
-                    eps[-1],
-                    r["robust_accuracy"][-1],
+            for st, e in headline.items():
+                headlines[st].append(
+                    Headline(
+                        spec.name,
+                        r["target"],
+                        r["label"],
+                        spec.gradient,
+                        e,
+                        r["robust_accuracy"][eps.index(e)],
+                    )
                 )
-            )
         results.append(
             {
                 "attack": spec.name,
@@ -425,12 +459,14 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
                 "norm": spec.norm,
                 "gradient": spec.gradient,
                 "eps": list(eps),
+                "headline_eps": headline,
                 "settings": spec.with_params(overrides),
                 "seconds": seconds,
                 "results": per_target,
             }
         )
-    flags += check_blackbox_vs_whitebox(headlines)
+    for figs in headlines.values():
+        flags += check_blackbox_vs_whitebox(figs)
 
     record = {
         "record": "attack",
@@ -466,7 +502,9 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
         ],
         "gradients": grad_summary,
         "attacks": results,
-        "average_adversarial_accuracy": _average(headlines, [tg.name for tg in targets]),
+        "average_adversarial_accuracy": {
+            st: _average(figs, [tg.name for tg in targets]) for st, figs in headlines.items()
+        },
         "sanity": [f.to_dict() for f in flags],
     }
     if cfg.out:
@@ -546,4 +584,12 @@ def _average(headlines: list[Headline], targets: list[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["AttackConfig", "attack_eps", "run_attacks", "summarise"]
+__all__ = [
+    "BOTH",
+    "AttackConfig",
+    "attack_eps",
+    "headline_eps",
+    "run_attacks",
+    "strengths",
+    "summarise",
+]

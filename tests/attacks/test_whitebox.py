@@ -205,10 +205,35 @@ def test_fp32_model_gets_direct_and_blackbox_figures(tiny, fast, tmp_path) -> No
         assert r["n"] == 6 and len(r["robust_accuracy"]) == 2
     sp = next(a for a in rec["attacks"] if a["attack"] == "saltpepper")["results"][0]
     assert 0 < sp["queries"] <= sp["queries_full"]
-    avg = rec["average_adversarial_accuracy"]["checkpoint"]
+    avg = rec["average_adversarial_accuracy"]["heavy"]["checkpoint"]
     heads = [a["results"][0]["robust_accuracy"][-1] for a in rec["attacks"]]
     assert avg["value"] == pytest.approx(np.mean(heads))
     assert avg["labels"] == {"direct": 6, "blackbox": 1}
+
+
+def test_both_strengths_in_one_sweep_equal_two_separate_runs(tiny, fast) -> None:
+    """``strength="both"`` judges one search at the light and heavy budgets: each strength's
+    figures and average equal those of its own run (minimisation attacks search once)."""
+    kw = dict(attacks=("fgsm", "deepfool", "saltpepper"), limit=6)
+    both = _run(fast, tiny.fp32, strength="both", **kw)
+    assert set(both["average_adversarial_accuracy"]) == {"light", "heavy"}
+    for strength in ("light", "heavy"):
+        one = _run(fast, tiny.fp32, strength=strength, **kw)
+        for a, b in zip(both["attacks"], one["attacks"], strict=True):
+            e = a["headline_eps"][strength]
+            assert b["headline_eps"] == {strength: e} and e == b["eps"][-1]
+            assert (
+                a["results"][0]["robust_accuracy"][a["eps"].index(e)]
+                == b["results"][0]["robust_accuracy"][-1]
+            )
+        assert (
+            both["average_adversarial_accuracy"][strength]
+            == one["average_adversarial_accuracy"][strength]
+        )
+    with pytest.raises(ConfigError, match="--eps replaces one strength"):
+        _run(fast, tiny.fp32, strength="both", eps=(0.1,), **kw)
+    with pytest.raises(ConfigError, match="light, heavy or both"):
+        _run(fast, tiny.fp32, strength="medium", **kw)
 
 
 def test_limit_is_a_seeded_recorded_sample(tiny, fast) -> None:
@@ -249,7 +274,7 @@ def test_int8_gets_transfer_never_direct(tiny, fast) -> None:
         for a in rec["attacks"]
         for r in a["results"]
     )
-    assert rec["average_adversarial_accuracy"]["checkpoint"]["labels"] == {
+    assert rec["average_adversarial_accuracy"]["heavy"]["checkpoint"]["labels"] == {
         "transfer": 6,
         "blackbox": 1,
     }
