@@ -535,8 +535,11 @@ def eval_device(
     sp_steps: Annotated[int, typer.Option(help="Salt&Pepper steps (paper: 400).")] = 400,
     sp_seed: Annotated[int, typer.Option(help="Salt&Pepper noise seed.")] = 0,
     sp_stop: Annotated[
-        SpStop, typer.Option(help="Salt&Pepper early stopping (see bench-saltpepper).")
-    ] = SpStop.exact,
+        SpStop,
+        typer.Option(
+            help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
+        ),
+    ] = SpStop.settled,
     out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
     logits_out: Annotated[
         Path | None,
@@ -840,8 +843,11 @@ def attack(
         typer.Option("--set", help="Override a setting: ATTACK.SETTING=VALUE, e.g. cw.steps=10."),
     ] = None,
     sp_stop: Annotated[
-        SpStop, typer.Option(help="Salt&Pepper early stopping (exact: foolbox's figures).")
-    ] = SpStop.exact,
+        SpStop,
+        typer.Option(
+            help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
+        ),
+    ] = SpStop.settled,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     threads: Annotated[int, typer.Option(help="Inference threads for artifacts.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,

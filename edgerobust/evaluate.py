@@ -58,7 +58,7 @@ class EvalConfig:
     attack_eps: tuple[float, ...] | None = None  # None: the paper's light and heavy, (1, 15)
     attack_steps: int = 400  # the paper's Salt&Pepper steps
     attack_seed: int = 0
-    attack_stop: str = "exact"  # see edgerobust.attacks.saltpepper.StopRule
+    attack_stop: str = "settled"  # see edgerobust.attacks.saltpepper.StopRule
     out: str | None = None
     logits_out: str | None = None  # .npz of the logits and the images they belong to
 

@@ -537,6 +537,7 @@ def plan_study(study: Study) -> Plan:
                     "strengths": list(a.strengths),
                     "epsilons": [SALTPEPPER_EPS[st] for st in a.strengths],
                     "steps": a.saltpepper_steps,
+                    "stop": a.saltpepper_stop,
                     "limit": a.limit or None,
                     "batch_size": a.batch_size,
                     "seed": 0,

@@ -309,7 +309,7 @@ def saltpepper_stage(
         steps=settings["steps"],
         seed=settings["seed"],
         batch_size=settings["batch_size"],
-        stop=StopRule.exact,
+        stop=StopRule(settings["stop"]),
     )
     rep.done(t)
     n = len(idx)
@@ -333,7 +333,7 @@ def saltpepper_stage(
             "queries_total": int(res.total_queries),
             # what foolbox spends: the clean query, every step and one check per epsilon
             "queries_full": n * (1 + settings["steps"] + len(settings["epsilons"])),
-            "stop": "exact",  # early stopping that leaves every figure as foolbox's
+            "stop": settings["stop"],  # see edgerobust.attacks.saltpepper.StopRule
             "seed": settings["seed"],
             "images": f"{man.source.get('source_domain')} validation split",
             "artifact": {

@@ -86,6 +86,7 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     limit = 64                    # images of the source validation split per attack (0: all)
     batch_size = 8
     saltpepper_steps = 400        # Salt&Pepper runs against every exported artifact (blackbox)
+    saltpepper_stop = "settled"   # early stopping: settled (fast) | exact (foolbox's figures) | none
 """
 
 from __future__ import annotations
@@ -243,6 +244,7 @@ class AttackSpec:
     limit: int = 64
     batch_size: int = 8
     saltpepper_steps: int = 400
+    saltpepper_stop: str = "settled"
 
     @property
     def whitebox(self) -> tuple[str, ...]:
@@ -634,6 +636,9 @@ def parse_study(
             limit=at.get("limit", at.integer(0), 64),
             batch_size=at.get("batch_size", at.integer(1), 8),
             saltpepper_steps=at.get("saltpepper_steps", at.integer(1), 400),
+            saltpepper_stop=at.get(
+                "saltpepper_stop", at.string(("settled", "exact", "none")), "settled"
+            ),
         )
         at.finish()
         if "int8" in attack.models and quantize is None:

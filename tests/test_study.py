@@ -125,6 +125,11 @@ def test_prune_may_be_an_array_of_tables_with_their_own_paths(tmp_path):
         ('engines = ["x86"]', 'engines = ["arm"]', "compress.quantize.engines[0]"),
         ('attacks = ["fgsm", "saltpepper"]', 'attacks = ["fgsm", "boom"]', "attack.attacks[1]"),
         ('attacks = ["fgsm", "saltpepper"]', "attacks = []", "attack.attacks"),
+        (
+            'attacks = ["fgsm", "saltpepper"]',
+            'attacks = ["saltpepper"]\nsaltpepper_stop = "fast"',
+            "attack.saltpepper_stop",
+        ),
         ('[compress.quantize]\nengines = ["x86"]\n', "", "export.precisions"),  # int8 needs PTSQ
         ("[study]", "[studdy]\n[study]", "studdy"),
         ('name = "t"', 'name = "a b"', "study.name"),

@@ -63,7 +63,7 @@ def blackbox_saltpepper(
     *,
     steps: int = 400,
     seed: int = 0,
-    stop: StopRule | str = StopRule.exact,
+    stop: StopRule | str = StopRule.settled,
     batch_size: int = 8,
 ) -> dict[str, Any]:
     """Salt&Pepper against ``model`` on ``pixels[ids]`` (uint8 NHWC); a JSON-ready summary.

@@ -48,6 +48,8 @@ What this module adds
   not depend on the other rows in its batch.
 * ``stop="settled"`` adds rule 4: a sample stops once its noise is beyond every epsilon still
   open. That is far cheaper, and not identical per sample: ``bench-saltpepper`` measures it.
+  edgerobust's commands and studies use it by default (``--sp-stop exact`` for foolbox's
+  figures); this function's own default stays ``exact``.
 """
 
 from __future__ import annotations
@@ -258,9 +260,11 @@ def saltpepper_attack(
     minimal adversarial norms). ``tail_sd=0`` (the plain ``sqrt(2) * e`` stop) costs 0.03-0.17
     there but misses 2 of 60 at eps 8, and 3-6 of 40 on 3 x 24 x 24 linear-model tests where
     the default misses none; stopping as soon as the noise passes ``e`` itself costs about
-    0.04 and misses up to 4 of 60 at eps 15. So the goal of one tenth of foolbox's queries is
-    met only where few samples are borderline at ``e``. ``edgerobust bench-saltpepper``
-    measures all this on any artifact.
+    0.04 and misses up to 4 of 60 at eps 15. On PACS ResNet-18 (photo, 96 px, 8 epochs from
+    scratch) it matched the full run on every sample at 0.060 of the queries (int8 ONNX, 48
+    images, seed 0) and 0.085 (fp32 ONNX, 96 images, seed 1). So the goal of one tenth of
+    foolbox's queries is met where few samples are borderline at ``e``, not everywhere.
+    ``edgerobust bench-saltpepper`` measures all this on any artifact.
     """
     x, y, plan, batch = _validate(
         images,
