@@ -796,7 +796,8 @@ def table3(models: Models) -> Table:
                         fmt,
                         f"{art.get('size_mb', 0):.2f}",
                         _domain_acc(ev, m.source),
-                        *(_domain_acc(ev, t) for t in target_names),
+                        # a model's own source is not a target: its cell stays empty
+                        *(None if t == m.source else _domain_acc(ev, t) for t in target_names),
                         *attack_cells,
                     )
                 )

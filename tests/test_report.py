@@ -134,6 +134,10 @@ def test_table3_int8_vs_baseline_with_labels(report):
     assert rows[("studio", "PTSQ (x86)", "ptl")][ead].label == "transfer"
     assert rows[("studio", "PTSQ (x86)", "ptl")][sp].label == "blackbox"
     assert rows[("webcam", "-", "onnx")][ead] is None  # no attack ran there: nothing printed
+    for r in t.rows:  # the source domain is the source column, never a target column
+        assert r[t.columns.index(f"Target {r[0]}")] is None
+        others = [c for c in t.columns if c.startswith("Target") and c != f"Target {r[0]}"]
+        assert others and all(r[t.columns.index(c)] is not None for c in others)
 
 
 def test_tables_4_and_5_attacks(report):
