@@ -122,6 +122,10 @@ class Stage:
     deps: tuple[tuple[str, Stage], ...] = ()
     label: str = ""
     meta: dict[str, Any] = field(default_factory=dict)  # study annotations (not hashed)
+    # roles the stage can do without: when such a dep fails, the stage runs without it (and
+    # runs again once it exists), e.g. an int8 export refused by the parity gate must not keep
+    # its fp32 parent from being attacked
+    optional: tuple[str, ...] = ()
     key: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -522,6 +526,7 @@ def plan_study(study: Study) -> Plan:
                         (("model", m.stage), *replays, *data_deps),
                         f"{m.source}/{m.label} {'+'.join(a.strengths)}{extra}",
                         {**m.meta(), "strength": strength},
+                        optional=tuple(role for role, _ in replays),
                     )
                 )
         # Salt&Pepper is decision-based: it queries each exported artifact in its own runtime.
@@ -557,7 +562,7 @@ def plan_study(study: Study) -> Plan:
 def _with_meta(m: _Model, **extra: Any) -> _Model:
     """Rebuild the model's stage with its study annotations attached."""
     s = m.stage
-    m.stage = Stage(s.kind, s.settings, s.deps, s.label, {**m.meta(), **extra})
+    m.stage = Stage(s.kind, s.settings, s.deps, s.label, {**m.meta(), **extra}, s.optional)
     return m
 
 
@@ -858,7 +863,7 @@ class _Scheduler:
         self.rep.advance(self.overall, 1)
 
     def _annotation(self, stage: Stage) -> dict[str, Any]:
-        return {
+        ann = {
             "study": self.plan.study.study.name,
             "stage": stage.kind,
             "key": stage.key,
@@ -866,16 +871,34 @@ class _Scheduler:
             "deps": {role: dep.key for role, dep in stage.deps},
             **stage.meta,
         }
+        missing = self._missing(stage)
+        if missing:
+            ann["missing_inputs"] = missing
+        return ann
+
+    def _missing(self, stage: Stage) -> dict[str, str]:
+        """Optional deps that failed or were skipped: role -> why (the stage runs without them)."""
+        return {
+            role: f"{dep.describe()} {self.state[dep.key]}"
+            for role, dep in stage.deps
+            if role in stage.optional and self.state.get(dep.key) in ("failed", "skipped")
+        }
 
     def _blocked(self, stage: Stage) -> str | None:
-        for _, dep in stage.deps:
+        for role, dep in stage.deps:
+            if role in stage.optional:
+                continue
             if self.state.get(dep.key) in ("failed", "skipped"):
                 why = "failed" if self.state[dep.key] == "failed" else "was skipped"
                 return f"needs {dep.describe()} ({dep.dirname}), which {why}"
         return None
 
     def _ready(self, stage: Stage) -> bool:
-        return all(self.state.get(dep.key) in ("cached", "ran") for _, dep in stage.deps)
+        settled = ("cached", "ran", "failed", "skipped")
+        return all(
+            self.state.get(dep.key) in (settled if role in stage.optional else ("cached", "ran"))
+            for role, dep in stage.deps
+        )
 
     def run(self) -> list[StageResult]:
         stages = list(self.plan.stages)
@@ -898,12 +921,15 @@ class _Scheduler:
         done = load_output(stage_dir(self.out, stage))
         if done is None:
             return False
+        was_missing = (done.record.get("study") or {}).get("missing_inputs") or {}
+        if set(was_missing) - set(self._missing(stage)):
+            return False  # it ran without an optional input that exists now: run it again
         self.outputs[stage.key] = done
         self._finish(stage, "cached")
         return True
 
     def _inputs(self, stage: Stage) -> dict[str, StageOutput]:
-        return {role: self.outputs[dep.key] for role, dep in stage.deps}
+        return {role: self.outputs[dep.key] for role, dep in stage.deps if dep.key in self.outputs}
 
     def _record_failure(self, stage: Stage, error: str, tb: str, seconds: float) -> None:
         self.log(f"FAILED {stage.describe()} ({stage.dirname}) after {seconds:.1f} s: {error}")

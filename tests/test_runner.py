@@ -294,6 +294,41 @@ def test_a_failed_stage_skips_its_dependents_and_the_rest_completes(
     assert len(again.by_status("cached")) == 7
 
 
+def test_a_failed_int8_model_does_not_stop_its_parent_being_attacked(
+    tmp_path, synthetic_root, monkeypatch
+):
+    """The replay targets of an attack stage are optional: when PTSQ fails the fp32 model is
+    still attacked (and replayed on what exists); once PTSQ works, the attack runs again."""
+    from edgerobust import runner
+
+    def boom(settings, inputs, out, rep):
+        raise RuntimeError("boom: the calibration exploded")
+
+    real = runner.get_stage_kind("quantize")
+    monkeypatch.setitem(runner._KINDS, "quantize", StageKind("quantize", boom, real.version))
+    text = STUDY + '\n[attack]\nattacks = ["fgsm"]\nstrengths = ["heavy"]\nlimit = 4\n'
+    study = write_study(tmp_path, synthetic_root, text)
+    out = tmp_path / "out"
+    summary = run_study(RunConfig(str(study), out=str(out)))
+    assert [r.stage.split()[0] for r in summary.by_status("failed")] == ["quantize"]
+    (attack,) = [r for r in summary.results if r.stage.startswith("attack")]
+    assert attack.status == "ran"
+    rec = json.loads((Path(attack.dir) / "attack.json").read_text())
+    assert [t["role"] for t in rec["targets"]] == ["checkpoint", "artifact"]  # ONNX int8 only
+    assert list(rec["study"]["missing_inputs"]) == ["replay:tinyresnet-int8-x86"]
+
+    monkeypatch.setitem(runner._KINDS, "quantize", real)
+    again = run_study(RunConfig(str(study), out=str(out)))
+    assert again.ok, again.lines()
+    (attack,) = [r for r in again.results if r.stage.startswith("attack")]
+    assert attack.status == "ran"  # not the cached run that lacked the int8 model
+    rec = json.loads((Path(attack.dir) / "attack.json").read_text())
+    assert [t["role"] for t in rec["targets"]] == ["checkpoint", "replay", "artifact"]
+    assert "missing_inputs" not in rec["study"]
+    third = run_study(RunConfig(str(study), out=str(out)))
+    assert not third.by_status("ran")  # and now it is cached
+
+
 def test_parallel_jobs_give_the_serial_results(finished, tmp_path):
     study, reference, _ = finished
     summary = run_study(RunConfig(str(study), out=str(tmp_path / "out"), jobs=2))
