@@ -748,13 +748,24 @@ def table2(models: Models) -> Table:
         ),
         body,
         (
-            "Every image of each target domain, measured inside the runtime "
+            f"{_target_scope(models).capitalize()}, measured inside the runtime "
             f"({', '.join(sorted(runtimes)) or DASH}; preferred format onnx > torchscript > ptl, "
             "fewest threads).",
             "Avg pools the images of all shifts (n is their sum); the paper's Avg is the "
             "unweighted mean of the columns.",
         ),
     )
+
+
+def _target_scope(models: Models) -> str:
+    """Which target images the eval records measured: all, or a seeded sample (eval --limit)."""
+    limits = {
+        (ev.get("config") or {}).get("limit") for m in models.models.values() for ev in m.evals
+    }
+    sampled = sorted(v for v in limits if isinstance(v, int))
+    if not sampled:
+        return "every image of each target domain"
+    return f"a seeded sample of up to {sampled[-1]} images of each target domain (--limit)"
 
 
 def table3(models: Models) -> Table:
@@ -823,7 +834,7 @@ def table3(models: Models) -> Table:
         tuple(rows),
         (
             "Size is the artifact file; accuracies are measured inside its runtime (source: "
-            "validation split; targets: every image).",
+            f"validation split; targets: {_target_scope(models)}).",
             "Attack figures carry their label: direct (attacked model itself), transfer "
             "(adversarials crafted on the fp32 model, replayed), blackbox (decision-based, against "
             "the artifact). Gradient attacks are never run on an int8 model directly.",

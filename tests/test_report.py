@@ -288,3 +288,16 @@ def test_attack_record_figures_go_to_the_target_they_measured():
             assert e["epsilon"] == a["eps"][-1]
             assert e["acc"].n == r["n"]
             assert e["acc"].correct == round(r["robust_accuracy"][-1] * r["n"])
+
+
+def test_target_notes_say_when_targets_were_sampled(report):
+    from edgerobust.report import Models, load_records, table2, table3
+
+    assert "every image of each target domain" in " ".join(table(report, "table2").notes).lower()
+    records = load_records(FIXTURES)
+    for rec in records:
+        if rec["record"] == "eval-device":
+            rec.setdefault("config", {})["limit"] = 400
+    models = Models(records)
+    for t in (table2(models), table3(models)):
+        assert "a seeded sample of up to 400 images" in " ".join(t.notes).lower()
