@@ -272,7 +272,7 @@ def eval_stage(
 # --------------------------------------------------------------------------- attacks
 
 
-@register_stage("saltpepper")
+@register_stage("saltpepper", version=2)
 def saltpepper_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
@@ -310,6 +310,9 @@ def saltpepper_stage(
         seed=settings["seed"],
         batch_size=settings["batch_size"],
         stop=StopRule(settings["stop"]),
+        # each image's noise stream is keyed by its index in the domain, as in eval-device
+        # --attack saltpepper and bench-saltpepper: the same image gets the same figure
+        sample_ids=idx,
     )
     rep.done(t)
     n = len(idx)
