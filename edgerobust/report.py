@@ -192,10 +192,14 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         raise ConfigError(f"results folder not found: {root}")
     skip: set[Path] = {p.parent for p in root.rglob(INCOMPLETE)}
+    current = _current_stages(root)
     records = []
     for path in sorted(root.rglob("*.json")):
         if any(parent in skip for parent in path.parents):
             continue
+        rel = path.relative_to(root).parts
+        if current is not None and len(rel) > 2 and rel[0] == "stages" and rel[1] not in current:
+            continue  # a stage of an earlier version of the study (a setting changed since)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
@@ -204,6 +208,16 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
             data["_path"] = str(path)
             records.append(data)
     return records
+
+
+def _current_stages(root: Path) -> set[str] | None:
+    """Stage folder names of the study's latest plan (``summary.json`` of ``edgerobust run``),
+    or None when ``root`` is not a study folder. Folders left by an earlier plan are stale."""
+    try:
+        summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+        return {Path(s["dir"]).name for s in summary["stages"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass

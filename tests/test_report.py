@@ -301,3 +301,20 @@ def test_target_notes_say_when_targets_were_sampled(report):
     models = Models(records)
     for t in (table2(models), table3(models)):
         assert "a seeded sample of up to 400 images" in " ".join(t.notes).lower()
+
+
+def test_a_study_folder_reports_only_its_latest_plan(tmp_path):
+    """Stage folders an earlier plan left behind (a setting changed since) are not reported."""
+    from edgerobust.report import load_records
+
+    train = next(
+        p for p in FIXTURES.rglob("*.json") if json.loads(p.read_text())["record"] == "train"
+    )
+    for name in ("train-current", "train-stale"):
+        (tmp_path / "stages" / name).mkdir(parents=True)
+        (tmp_path / "stages" / name / "train.json").write_text(train.read_text())
+    assert len(load_records(tmp_path)) == 2  # no summary.json: not a study folder, read it all
+    summary = {"stages": [{"stage": "train x", "dir": "/elsewhere/stages/train-current"}]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (rec,) = load_records(tmp_path)
+    assert Path(rec["_path"]).parent.name == "train-current"
