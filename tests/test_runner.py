@@ -366,10 +366,11 @@ def test_study_attacks_craft_once_per_model_and_measure_every_deployed_version(
 ):
     """White-box: one stage per fp32 model and strength, replaying onto its int8 versions (torch
     PTSQ, ONNX int8 artifact: transfer). Salt&Pepper: against every artifact (blackbox)."""
+    from edgerobust.evaluate import EvalConfig, evaluate
     from edgerobust.report import Models, ReportConfig, load_records, write_report
 
-    text = STUDY + (
-        '\n[attack]\nattacks = ["fgsm", "saltpepper"]\nlimit = 6\nsaltpepper_steps = 30\n'
+    text = STUDY + (  # limit 10: the whole validation split of studio
+        '\n[attack]\nattacks = ["fgsm", "saltpepper"]\nlimit = 10\nsaltpepper_steps = 30\n'
     )
     plan = plan_study(parse_study(tomllib.loads(text.format(data=synthetic_root))))
     attacks = [s for s in plan.stages if s.kind == "attack"]
@@ -406,9 +407,29 @@ def test_study_attacks_craft_once_per_model_and_measure_every_deployed_version(
             json.loads((folder / f"saltpepper-{s}.json").read_text()) for s in ("light", "heavy")
         )
         assert light["label"] == heavy["label"] == "blackbox"
-        assert light["n"] == heavy["n"] == 6 and light["clean_correct"] == heavy["clean_correct"]
+        assert light["n"] == heavy["n"] == 10 and light["clean_correct"] == heavy["clean_correct"]
         assert light["stop"] == "settled" and 0 < light["queries_total"] <= light["queries_full"]
-        assert light["queries_full"] == 6 * (1 + 30 + 2)
+        assert light["queries_full"] == 10 * (1 + 30 + 2)
+        assert light["clean_correct"] > 0  # something for the attack to break
+        # the same figure eval-device --attack saltpepper gives on that artifact and images
+        ev = evaluate(
+            EvalConfig(
+                light["artifact"]["path"],
+                str(synthetic_root),
+                domains=("studio",),
+                limit=10,
+                warmup=0,
+                latency_runs=1,
+                attack="saltpepper",
+                attack_steps=30,
+            )
+        )
+        got = ev["domains"][0]["attack"]
+        assert [round(a * 10) for a in got["robust_accuracy"]] == [
+            light["robust_correct"],
+            heavy["robust_correct"],
+        ]
+        assert got["queries"] == light["queries_total"]  # the very same noise, image by image
         # a larger budget never leaves more images correct; no budget beats the clean model
         assert heavy["robust_correct"] <= light["robust_correct"] <= light["clean_correct"]
         assert light["study"]["format"] == light["artifact"]["format"]
@@ -417,4 +438,4 @@ def test_study_attacks_craft_once_per_model_and_measure_every_deployed_version(
     assert sp == ["S&P light (ε=1)", "S&P heavy (ε=15)"]
     for row in t3.rows:  # every artifact row has its own blackbox figures
         cells = [row[t3.columns.index(c)] for c in sp]
-        assert all(c is not None and c.label == "blackbox" and c.n == 6 for c in cells)
+        assert all(c is not None and c.label == "blackbox" and c.n == 10 for c in cells)
