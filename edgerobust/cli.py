@@ -265,6 +265,8 @@ def compress_quantize(
         f"int8 ({rec['engine']}) val accuracy {_pct(rec['val_accuracy_int8'])} % vs fp32 "
         f"{_pct(rec['val_accuracy_fp32'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
     )
+    if rec["warning"]:
+        stdout.print(f"[yellow]warning:[/] {rec['warning']}")
 
 
 @compress_app.command("prune")

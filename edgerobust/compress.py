@@ -37,8 +37,9 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     """
     import torch
 
+    from edgerobust.exporters import DEFAULT_MIN_AGREEMENT
     from edgerobust.quantize import calibrate, check_engine, convert_prepared, prepare_ptsq
-    from edgerobust.train import accuracy
+    from edgerobust.train import predictions
 
     rep = reporter or NullReporter()
     if cfg.calib_batches < 1 or cfg.batch_size < 1:
@@ -77,8 +78,19 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     )
     ckpt = save_checkpoint(out / CHECKPOINT_NAME, prepared, spec)
     torch.backends.quantized.engine = cfg.engine
-    c8, n8 = accuracy(int8, images, val_idx)
-    c32, n32 = accuracy(src.model, images, val_idx)
+    p8, y = predictions(int8, images, val_idx)
+    p32, _ = predictions(src.model, images, val_idx)
+    n8 = n32 = len(y)
+    c8, c32 = int((p8 == y).sum()), int((p32 == y).sum())
+    agreement = float((p8 == p32).mean()) if len(y) else None
+    warning = None
+    if agreement is not None and agreement < DEFAULT_MIN_AGREEMENT:
+        # the same bar as the export parity gate: exports of this model will likely be refused
+        warning = (
+            f"int8 agrees with fp32 on only {agreement:.1%} of {len(y)} validation images "
+            f"(the export gate asks {DEFAULT_MIN_AGREEMENT:.0%}): this model quantizes poorly; "
+            "calibrate on more images (--calib-batches) or train it longer"
+        )
     record = {
         "record": "quantize",
         "record_version": 1,
@@ -90,6 +102,8 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
         "val_n": n8,
         "val_accuracy_int8": c8 / max(n8, 1),
         "val_accuracy_fp32": c32 / max(n32, 1),
+        "top1_agreement": agreement,
+        "warning": warning,
         "config": cfg.to_dict(),
     }
     atomic_write_json(out / "quantize.json", record)

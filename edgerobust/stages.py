@@ -192,7 +192,9 @@ def quantize_stage(
         calib_batches=settings["calib_batches"],
         out=str(out),
     )
-    quantize_checkpoint(cfg, rep)
+    rec = quantize_checkpoint(cfg, rep)
+    if rec["warning"]:
+        rep.log(f"warning: {rec['warning']}")
     return out / "quantize.json"
 
 

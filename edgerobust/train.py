@@ -132,6 +132,23 @@ def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 @torch.inference_mode()
+def predictions(
+    model: nn.Module,
+    images: Images,
+    indices,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) classes of ``model`` on ``images[indices]`` (unreadable images skipped)."""
+    device = device or torch.device("cpu")
+    model.eval()
+    preds, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for x, y in batches(images, np.asarray(indices), batch_size):
+        preds.append(model(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy())
+        labels.append(np.asarray(y, np.int64))
+    return np.concatenate(preds), np.concatenate(labels)
+
+
 def accuracy(
     model: nn.Module,
     images: Images,
@@ -140,14 +157,8 @@ def accuracy(
     device: torch.device | None = None,
 ) -> tuple[int, int]:
     """(correct, n) of ``model`` on ``images[indices]`` (unreadable images skipped)."""
-    device = device or torch.device("cpu")
-    model.eval()
-    correct = n = 0
-    for x, y in batches(images, np.asarray(indices), batch_size):
-        pred = model(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
-        correct += int((pred == y).sum())
-        n += len(y)
-    return correct, n
+    pred, y = predictions(model, images, indices, batch_size, device)
+    return int((pred == y).sum()), len(y)
 
 
 def _config_key(cfg: TrainConfig) -> str:

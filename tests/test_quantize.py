@@ -68,6 +68,24 @@ def test_default_output_folder(trained, tmp_path):
     assert rec["calibration_images"] == 8
 
 
+def test_poor_int8_agreement_is_warned_with_the_export_gates_bar(trained, tmp_path, monkeypatch):
+    """The record gives int8-vs-fp32 top-1 agreement; below the export gate's bar it warns (the
+    exports of such a model would be refused), with what to try."""
+    from edgerobust import exporters
+
+    rec = quantize_checkpoint(
+        QuantizeConfig(str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "a"))
+    )
+    assert 0 <= rec["top1_agreement"] <= 1
+    assert (rec["warning"] is None) == (rec["top1_agreement"] >= exporters.DEFAULT_MIN_AGREEMENT)
+    monkeypatch.setattr(exporters, "DEFAULT_MIN_AGREEMENT", 1.01)  # no model can meet it
+    rec = quantize_checkpoint(
+        QuantizeConfig(str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "b"))
+    )
+    assert "quantizes poorly" in rec["warning"] and "--calib-batches" in rec["warning"]
+    assert json.loads((tmp_path / "b" / "quantize.json").read_text())["warning"] == rec["warning"]
+
+
 def test_calibration_changes_the_int8_model(trained, studio):
     model = load_checkpoint(trained.checkpoint).model
     x, _ = studio
