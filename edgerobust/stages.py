@@ -287,6 +287,7 @@ def saltpepper_stage(
 
     from edgerobust.attacks.saltpepper import StopRule, saltpepper_attack
     from edgerobust.data import origin_images
+    from edgerobust.evaluate import domain_indices
     from edgerobust.runtimes import open_artifact
     from edgerobust.runtimes.preprocess import to_input
 
@@ -294,12 +295,10 @@ def saltpepper_stage(
     model = open_artifact(path, settings["runtime"], threads=settings["threads"])
     man = model.manifest
     data = _data(settings, inputs) if "data" in inputs or "data" in settings else None
-    _, images, val = origin_images(man.source, "val", man.input_size, data)
-    idx = [i for i in val if images.ok[i]]
-    limit = settings["limit"]
-    if limit is not None and limit < len(idx):
-        # A seeded sample: the split is class-sorted, so its first images are one class.
-        idx = sorted(np.random.default_rng(0).choice(idx, size=limit, replace=False).tolist())
+    ds, images, _ = origin_images(man.source, "val", man.input_size, data)
+    # the images eval-device --attack saltpepper picks: the validation split, or its seeded sample
+    _, idx = domain_indices(ds.domain(man.source["source_domain"]), man.source, settings["limit"])
+    idx = [i for i in idx if images.ok[i]]
     x = to_input(np.asarray(images.pixels[idx]))
     y = np.asarray(images.labels[idx])
     t = rep.task(f"salt&pepper {man.file}", None)
