@@ -190,9 +190,8 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         mean=tspec.mean,
         std=tspec.std,
     )
-    origin = {
-        "kind": "distill",
-        **split_origin(cfg.data, split),
+    # what the student is, recorded both in its checkpoint's origin and in the run record
+    kd = {
         "teacher": str(teacher_ckpt.path),
         "teacher_sha256": teacher_ckpt.sha256,
         "teacher_arch": tspec.arch,
@@ -203,8 +202,8 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         "params_teacher": params_teacher,
         "params_student": params_student,
         "compression_rate": 1.0 - params_student / params_teacher,
-        "config": cfg.to_dict(),
     }
+    origin = {"kind": "distill", **split_origin(cfg.data, split), **kd, "config": cfg.to_dict()}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "split.json", split.to_dict(domain))
@@ -236,16 +235,7 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         "record": "distill",
         "record_version": 1,
         "checkpoint": str(out / CHECKPOINT_NAME),
-        "teacher": str(teacher_ckpt.path),
-        "teacher_sha256": teacher_ckpt.sha256,
-        "teacher_arch": tspec.arch,
-        "student_arch": cfg.student,
-        "weights": weights_info,
-        "alpha": cfg.alpha,
-        "tau": cfg.tau,
-        "params_teacher": params_teacher,
-        "params_student": params_student,
-        "compression_rate": 1.0 - params_student / params_teacher,
+        **kd,
         "teacher_logits_cached": cache is not None,
         "source_domain": cfg.source,
         "classes": list(ds.classes),
