@@ -228,60 +228,33 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     int8 = bool(ck.spec.quant)
     src = _source(cfg, ck, int8, device, load_checkpoint)
     origin = ck.spec.origin
-    engine = ck.spec.quant["engine"] if int8 else None
+
+    def torch_target(name: str, role: str, k: Any) -> _Target:
+        eng = k.spec.quant["engine"] if k.spec.quant else None
+        fn = torch_numpy_model(k.model, device, cfg.batch_size, eng)
+        return _Target(name, "torch", role, fn, _ckpt_info(k))
+
+    def same_task(classes: Any, input_size: Any) -> bool:
+        return list(classes) == list(ck.spec.class_names) and input_size == ck.spec.input_size
+
     targets: list[_Target] = []
     if src is not ck:
-        targets.append(
-            _Target(
-                "source",
-                "torch",
-                "source",
-                torch_numpy_model(src.model, device, cfg.batch_size),
-                _ckpt_info(src),
-            )
-        )
-    targets.append(
-        _Target(
-            "checkpoint",
-            "torch",
-            "checkpoint",
-            torch_numpy_model(ck.model, device, cfg.batch_size, engine),
-            _ckpt_info(ck),
-        )
-    )
+        targets.append(torch_target("source", "source", src))
+    targets.append(torch_target("checkpoint", "checkpoint", ck))
     for path in cfg.replay:
         rk = load_checkpoint(path, device=str(device))
         if rk.sha256 in (ck.sha256, src.sha256):
             raise ConfigError(f"--replay {path} is the checkpoint attacked or its source already")
-        if (
-            list(rk.spec.class_names) != list(ck.spec.class_names)
-            or rk.spec.input_size != ck.spec.input_size
-        ):
+        if not same_task(rk.spec.class_names, rk.spec.input_size):
             raise CheckpointError(
                 f"{path}: its classes or input size differ from {ck.path.name}'s; replay "
                 "adversarials only on models of the same task"
             )
-        targets.append(
-            _Target(
-                str(path),
-                "torch",
-                "replay",
-                torch_numpy_model(
-                    rk.model,
-                    device,
-                    cfg.batch_size,
-                    rk.spec.quant["engine"] if rk.spec.quant else None,
-                ),
-                _ckpt_info(rk),
-            )
-        )
+        targets.append(torch_target(str(path), "replay", rk))
     for path in cfg.artifacts:
         art = open_artifact(path, threads=cfg.threads)
         man = art.manifest
-        if (
-            list(man.class_names) != list(ck.spec.class_names)
-            or man.input_size != ck.spec.input_size
-        ):
+        if not same_task(man.class_names, man.input_size):
             raise ArtifactError(
                 f"{path}: its classes or input size differ from {ck.path.name}'s; replay "
                 "adversarials only on artifacts exported from this model family"
