@@ -658,12 +658,13 @@ def device_check_cmd(
     )
     with RichReporter() as rep:
         report = device_check(cfg, rep)
-    t = Table(title=f"emulated {report.board}: QEMU_CPU={report.cpu} vs this host")
+    t = Table(title=f"emulated {report.board}: QEMU_CPU={report.cpu}, judged on this host")
     for col in (
         "artifact",
         "runtime",
         "loads",
         "n",
+        "against",
         "top-1 agree",
         "max |diff|",
         "steps",
@@ -678,7 +679,10 @@ def device_check_cmd(
             c.runtime,
             "yes" if c.loads else "no",
             str(cmp.n) if cmp else "-",
-            _pct(cmp.top1_agreement) + " %" if cmp else "-",
+            cmp.against if cmp else "-",
+            _pct(cmp.top1_agreement) + " %" + (f" ({cmp.ties} at ties)" if cmp.ties else "")
+            if cmp
+            else "-",
             f"{cmp.max_abs_diff:.3g}" if cmp else "-",
             f"{cmp.diff_steps:.2f}" if cmp and cmp.diff_steps is not None else "-",
             style[c.verdict],
@@ -708,6 +712,21 @@ def device_check_cmd(
             stdout.print(f"[red]{name}:[/] {c.error}")
         elif c.comparison:
             stdout.print(f"{name}: rule: {c.comparison.rule}")
+        h = c.host_vs_reference
+        if h is not None:
+            off = (
+                f"{h.diff_steps:.2f} steps" if h.diff_steps is not None else f"{h.max_abs_diff:.3g}"
+            )
+            stdout.print(
+                f"{name}: this host's own run against the same reference: max |diff| {off}, "
+                f"top-1 {_pct(h.top1_agreement)} % ("
+                + (
+                    "within the rule"
+                    if h.passed
+                    else "[yellow]outside the rule: this host's kernels[/]"
+                )
+                + ")"
+            )
         if c.int8_warning:
             stdout.print(f"[yellow]warning:[/] {name}: {c.int8_warning}")
         if c.optimized:

@@ -34,7 +34,13 @@ class OnnxRuntime:
         manifest: Manifest,
         threads: int = 1,
         providers: list[str] | None = None,
+        optimize: bool = True,
     ) -> OnnxRuntime:
+        """``optimize=False`` turns onnxruntime's graph optimizations off. A QDQ int8 graph then
+        runs as written, each QuantizeLinear / DequantizeLinear as its own float op and every
+        Conv / Gemm in fp32 on dequantized values: the arithmetic the ONNX spec defines for the
+        graph, free of any CPU's fused integer kernels (the reference device-check judges int8
+        artifacts against)."""
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - base dependency
@@ -46,6 +52,8 @@ class OnnxRuntime:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         providers = list(providers or ["CPUExecutionProvider"])
         unknown = [p for p in providers if p not in ort.get_available_providers()]
         if unknown:

@@ -71,7 +71,9 @@ def test_pi4_runs_every_format_like_this_host(can_emulate, arm_artifacts, synthe
     # The light install: the ONNX path on the Pi has no torch at all.
     assert report.env["light_venv_has_torch"] is False
     for c in report.checks:
-        assert c.loads and c.comparison.top1_agreement == 1.0
+        assert c.loads and c.comparison.passed
+        # top-1 differs only where the reference's top two are tied within the rule's bound
+        assert c.comparison.top1_agreement == 1.0 or c.comparison.ties > 0
         assert 0 < c.comparison.n <= 2 * LIMIT
         fp = c.device_host
         # What the emulated process sees: aarch64, flags of the emulated A72 (not the x86
@@ -82,6 +84,11 @@ def test_pi4_runs_every_format_like_this_host(can_emulate, arm_artifacts, synthe
     by_file = {Path(c.artifact).name: c for c in report.checks}
     onnx_int8 = by_file[arm_artifacts["onnx-int8"].name].comparison
     assert onnx_int8.step and onnx_int8.diff_steps <= 1.0 + 1e-3
+    # ONNX int8 is judged against the graph's QDQ arithmetic, not this host's fused kernels
+    # (which saturate on x86 without VNNI); the host's own distance from it is reported.
+    assert onnx_int8.against == "qdq-reference"
+    assert by_file[arm_artifacts["onnx-int8"].name].host_vs_reference is not None
+    assert by_file[arm_artifacts["ptl-int8"].name].comparison.against == "host"
     # optimize_for_mobile on ARM: written beside the .pt, and it matches the .pt there.
     opt = by_file[arm_artifacts["pt-fp32"].name].optimized
     assert opt["passed"] and opt["written"]
