@@ -1,8 +1,14 @@
 """The attacks registry: the paper's seven attacks, their norms, settings and epsilons.
 
+Every entry is an attack object (:mod:`edgerobust.attacks.base`): its settings card and its
+``run`` method, behind one protocol. The paper's six gradient attacks are
+:class:`~edgerobust.attacks.gradient.FoolboxAttack` objects, and Salt&Pepper is a
+:class:`~edgerobust.attacks.decision.SaltPepper`. Adding an attack means one class and one
+:func:`register` call.
+
 Importing this package needs neither torch nor foolbox (the device side imports
-:mod:`edgerobust.attacks.saltpepper`, a numpy-only module). A spec names its foolbox class as a
-string; :mod:`edgerobust.attacks.whitebox` resolves it when an attack actually runs.
+:mod:`edgerobust.attacks.saltpepper`, a numpy-only module). A foolbox attack names its class as a
+string, and :mod:`edgerobust.attacks.whitebox` resolves it when the attack actually runs.
 
 Settings are the paper's (section 4): foolbox defaults, except EAD and C&W with 100 steps (C&W
 step size 0.001) and Salt&Pepper with 400 steps. Epsilons are in [0, 1] pixel space, in the
@@ -19,90 +25,50 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
 
+from edgerobust.attacks.base import (
+    Attack,
+    DecisionAttack,
+    Found,
+    GradientAttack,
+    Kind,
+    Label,
+    RunContext,
+    Strength,
+    Sweep,
+    Target,
+)
+from edgerobust.attacks.decision import SaltPepper
+from edgerobust.attacks.gradient import FoolboxAttack
 from edgerobust.errors import ConfigError
 
+#: The name older code annotates with: every registered attack is its own settings card.
+AttackSpec = Attack
 
-class Strength(str, Enum):
-    """The paper's two perturbation budgets (Tables 4 and 5)."""
-
-    light = "light"
-    heavy = "heavy"
+_REGISTRY: dict[str, Attack] = {}
 
 
-class Label(str, Enum):
-    """How a robustness figure was obtained (design.md, "Robustness labels")."""
+def register(attack: Attack) -> Attack:
+    """Add an attack to the registry; a duplicate name is an error, never a silent overwrite.
 
-    direct = "direct"  # a white-box (gradient) attack run against that very model
-    transfer = "transfer"  # adversarials crafted on another model, replayed on this one
-    bpda = "bpda"  # gradients through a differentiable stand-in (reserved: not implemented)
-    blackbox = "blackbox"  # a decision-based attack that only sees this model's answers
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One registered attack.
-
-    ``foolbox`` is the class name in ``foolbox.attacks`` (``None`` for the numpy Salt&Pepper);
-    ``params`` are all the keyword arguments it is built with (foolbox's defaults spelled out,
-    so a record shows every setting), and the only keys a user may override. ``fixed_eps``
-    attacks (FGSM, PGD) run once per epsilon; the others are minimisation attacks that run once
-    and are clipped to each epsilon, as foolbox does.
-    """
-
-    name: str
-    title: str
-    norm: str  # "linf" | "l2" | "l1"
-    gradient: bool
-    light: tuple[float, ...]
-    heavy: tuple[float, ...]
-    foolbox: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    fixed_eps: bool = False
-
-    def eps(self, strength: Strength | str) -> tuple[float, ...]:
-        """The paper's epsilons for ``strength``."""
-        return self.light if Strength(strength) is Strength.light else self.heavy
-
-    def with_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """``params`` updated by ``overrides``; an unknown key is a :class:`ConfigError`."""
-        unknown = sorted(set(overrides) - set(self.params))
-        if unknown:
-            known = ", ".join(sorted(self.params)) or "none"
-            raise ConfigError(f"{self.name} has no setting {unknown[0]!r}: it takes {known}")
-        return {**self.params, **overrides}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "norm": self.norm,
-            "gradient": self.gradient,
-            "foolbox": self.foolbox,
-            "params": dict(self.params),
-            "light": list(self.light),
-            "heavy": list(self.heavy),
-        }
+    ``attack`` is an instance of a :class:`GradientAttack` or :class:`DecisionAttack` subclass
+    that implements ``run``; ``run_attacks`` then reaches it by its name, and nothing else needs
+    to change."""
+    if not isinstance(attack, Attack) or not isinstance(getattr(attack, "kind", None), Kind):
+        raise TypeError(
+            f"register() takes a GradientAttack or DecisionAttack instance, got {attack!r}"
+        )
+    if attack.name in _REGISTRY:
+        raise ValueError(f"attack {attack.name!r} is already registered")
+    if attack.norm not in ("linf", "l2", "l1"):
+        raise ValueError(
+            f"attack {attack.name!r}: norm must be linf, l2 or l1, got {attack.norm!r}"
+        )
+    _REGISTRY[attack.name] = attack
+    return attack
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
-
-
-def register(spec: AttackSpec) -> AttackSpec:
-    """Add an attack to the registry; a duplicate name is an error, never a silent overwrite."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"attack {spec.name!r} is already registered")
-    if spec.norm not in ("linf", "l2", "l1"):
-        raise ValueError(f"attack {spec.name!r}: norm must be linf, l2 or l1, got {spec.norm!r}")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get(name: str) -> AttackSpec:
+def get(name: str) -> Attack:
     """The attack registered as ``name``; an unknown name is a one-line :class:`ConfigError`."""
     try:
         return _REGISTRY[name]
@@ -154,11 +120,10 @@ def parse_eps(value: str | None, option: str = "--eps") -> tuple[float, ...] | N
 
 
 register(
-    AttackSpec(
+    FoolboxAttack(
         "deepfool",
         "DeepFool Linf",
         "linf",
-        True,
         light=(0.0003,),
         heavy=(0.004,),
         foolbox="LinfDeepFoolAttack",
@@ -166,11 +131,10 @@ register(
     )
 )
 register(
-    AttackSpec(
+    FoolboxAttack(
         "pgd",
         "PGD Linf",
         "linf",
-        True,
         light=(0.0003,),
         heavy=(0.004,),
         foolbox="LinfPGD",
@@ -184,11 +148,10 @@ register(
     )
 )
 register(
-    AttackSpec(
+    FoolboxAttack(
         "fgsm",
         "FGSM",
         "linf",
-        True,
         light=(0.0003,),
         heavy=(0.004,),
         foolbox="FGSM",
@@ -197,11 +160,10 @@ register(
     )
 )
 register(
-    AttackSpec(
+    FoolboxAttack(
         "cw",
         "C&W L2",
         "l2",
-        True,
         light=(0.03,),
         heavy=(0.4,),
         foolbox="L2CarliniWagnerAttack",
@@ -217,11 +179,10 @@ register(
     )
 )
 register(
-    AttackSpec(
+    FoolboxAttack(
         "ddn",
         "DDN L2",
         "l2",
-        True,
         light=(0.003,),
         heavy=(0.24,),
         foolbox="DDNAttack",
@@ -229,11 +190,10 @@ register(
     )
 )
 register(
-    AttackSpec(
+    FoolboxAttack(
         "ead",
         "EAD L1",
         "l1",
-        True,
         light=(1.0,),
         heavy=(10.0,),
         foolbox="EADAttack",
@@ -251,22 +211,30 @@ register(
     )
 )
 register(
-    AttackSpec(
+    SaltPepper(  # edgerobust.attacks.saltpepper: foolbox 3.3.4's algorithm, numpy only
         "saltpepper",
         "Salt&Pepper L2",
         "l2",
-        False,
         light=(1.0,),
         heavy=(15.0,),
-        foolbox=None,  # edgerobust.attacks.saltpepper: foolbox 3.3.4's algorithm, numpy only
         params={"steps": 400, "repetitions": 1},
     )
 )
 
 __all__ = [
+    "Attack",
     "AttackSpec",
+    "DecisionAttack",
+    "FoolboxAttack",
+    "Found",
+    "GradientAttack",
+    "Kind",
     "Label",
+    "RunContext",
+    "SaltPepper",
     "Strength",
+    "Sweep",
+    "Target",
     "get",
     "list_attacks",
     "parse_attacks",

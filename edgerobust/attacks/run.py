@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from edgerobust import __version__
-from edgerobust.attacks import AttackSpec, Label, Strength, get, list_attacks
-from edgerobust.attacks.saltpepper import StopRule, saltpepper_attack
+from edgerobust.attacks import Attack, Strength, get, list_attacks
+from edgerobust.attacks.base import RunContext, Target, summarise
+from edgerobust.attacks.saltpepper import StopRule
 from edgerobust.attacks.sanity import (
     Headline,
     SanityFlag,
@@ -150,7 +151,7 @@ def strengths(cfg: AttackConfig) -> tuple[Strength, ...]:
     return (Strength(cfg.strength),)
 
 
-def attack_eps(spec: AttackSpec, cfg: AttackConfig) -> tuple[float, ...]:
+def attack_eps(spec: Attack, cfg: AttackConfig) -> tuple[float, ...]:
     """The eps sweep of one attack: 0 (the sanity point), then the requested budgets, ascending."""
     if cfg.eps is not None:
         chosen: tuple[float, ...] = cfg.eps
@@ -159,55 +160,21 @@ def attack_eps(spec: AttackSpec, cfg: AttackConfig) -> tuple[float, ...]:
     return tuple(sorted({0.0, *(float(e) for e in chosen)}))
 
 
-def headline_eps(spec: AttackSpec, cfg: AttackConfig) -> dict[str, float]:
+def headline_eps(spec: Attack, cfg: AttackConfig) -> dict[str, float]:
     """Per strength, the eps its tables report: the largest of its budgets."""
     if cfg.eps is not None:
         return {Strength(cfg.strength).value: float(max(cfg.eps))}
     return {st.value: float(max(spec.eps(st))) for st in strengths(cfg)}
 
 
-@dataclass
-class _Target:
-    """A model that figures are measured on."""
-
-    name: str
-    kind: str  # "torch" | "artifact"
-    role: str  # "source" | "checkpoint" | "replay" | "artifact"
-    fn: Callable[[np.ndarray], np.ndarray]
-    info: dict[str, Any]
-    clean_correct: np.ndarray | None = None
-
-
-def summarise(
-    correct: np.ndarray, clean_correct: np.ndarray, norms: np.ndarray
-) -> dict[str, list[float | None]]:
-    """Robust accuracy, success rate and median norm per eps (rows) from per-sample outcomes.
-
-    ``correct[k, i]``: sample ``i`` still classified correctly under the eps-``k`` attack;
-    ``norms[k, i]``: the norm of the perturbation that was judged.
-    """
-    robust = correct.mean(axis=1)
-    n_clean = int(clean_correct.sum())
-    fooled = clean_correct[None, :] & ~correct
-    success_rate = [float(f.sum() / n_clean) if n_clean else None for f in fooled]
-    median = [
-        float(np.median(nk[f])) if f.any() else None for nk, f in zip(norms, fooled, strict=True)
-    ]
-    return {
-        "robust_accuracy": [float(r) for r in robust],
-        "success_rate": success_rate,
-        "median_norm": median,
-    }
-
-
 def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Run the configured attacks; return the JSON record (also written to ``cfg.out``)."""
-    import torch
+    """Run the configured attacks; return the JSON record (also written to ``cfg.out``).
 
+    Each attack is reached through the registry and measured by its own ``measure`` (see
+    :mod:`edgerobust.attacks.base`): nothing here depends on which attack, or which kind, it is.
+    """
     from edgerobust.attacks.whitebox import (
-        craft,
         input_gradient_norms,
-        perturbation_norms,
         resolve_device,
         torch_numpy_model,
     )
@@ -229,15 +196,15 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     src = _source(cfg, ck, int8, device, load_checkpoint)
     origin = ck.spec.origin
 
-    def torch_target(name: str, role: str, k: Any) -> _Target:
+    def torch_target(name: str, role: str, k: Any) -> Target:
         eng = k.spec.quant["engine"] if k.spec.quant else None
         fn = torch_numpy_model(k.model, device, cfg.batch_size, eng)
-        return _Target(name, "torch", role, fn, _ckpt_info(k))
+        return Target(name, "torch", role, fn, _ckpt_info(k), model=k.model)
 
     def same_task(classes: Any, input_size: Any) -> bool:
         return list(classes) == list(ck.spec.class_names) and input_size == ck.spec.input_size
 
-    targets: list[_Target] = []
+    targets: list[Target] = []
     if src is not ck:
         targets.append(torch_target("source", "source", src))
     targets.append(torch_target("checkpoint", "checkpoint", ck))
@@ -260,7 +227,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
                 "adversarials only on artifacts exported from this model family"
             )
         targets.append(
-            _Target(
+            Target(
                 man.file,
                 "artifact",
                 "artifact",
@@ -278,6 +245,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     if len({t.name for t in targets}) != len(targets):
         raise ConfigError("--artifacts or --replay names the same model twice")
     source_name = "source" if src is not ck else "checkpoint"
+    source = next(tg for tg in targets if tg.name == source_name)
 
     # ---- images: the domain's validation split, optionally a seeded sample
     root = cfg.data or origin.get("dataset")
@@ -324,91 +292,25 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     else:
         grad_summary = None
 
-    # ---- the attacks
+    # ---- the attacks, each measured on every target by its own kind's rule (see .base)
+    ctx = RunContext(
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        sample_ids=tuple(idx),
+        stop=cfg.sp_stop,
+        device=device,
+        reporter=rep,
+    )
     results = []
     headlines: dict[str, list[Headline]] = {st.value: [] for st in strengths(cfg)}
     for spec in specs:
         eps = attack_eps(spec, cfg)
         headline = headline_eps(spec, cfg)
-        overrides = dict(cfg.params.get(spec.name, {}))
+        settings = spec.with_params(cfg.params.get(spec.name, {}))
         t0 = time.perf_counter()
-        per_target: list[dict[str, Any]] = []
-        if spec.gradient:
-            correct = {tg.name: np.zeros((len(eps), n), bool) for tg in targets}
-            norms = np.zeros((len(eps), n))
-            t = rep.task(f"{spec.name} on {source_name}", n)
-            for bi, b in enumerate(batches):
-                torch.manual_seed(cfg.seed * 100_003 + bi)  # PGD's random start, reproducible
-                crafted = craft(
-                    src.model, spec, x[b], y[b], eps, device=device, overrides=overrides
-                )
-                adv = crafted.adversarials
-                norms[:, b] = perturbation_norms(adv - x[b][None], spec.norm)
-                flat = adv.reshape((-1,) + adv.shape[2:])
-                for tg in targets:
-                    pred = tg.fn(flat).argmax(1).reshape(len(eps), -1)
-                    correct[tg.name][:, b] = pred == y[b][None]
-                rep.advance(t, b.stop - b.start)
-            rep.done(t)
-            seconds = time.perf_counter() - t0
-            for tg in targets:
-                label = Label.direct if tg.name == source_name else Label.transfer
-                per_target.append(
-                    {
-                        "target": tg.name,
-                        "label": label.value,
-                        "crafted_on": source_name,
-                        "clean_accuracy": float(tg.clean_correct.mean()),
-                        **summarise(correct[tg.name], tg.clean_correct, norms),
-                        "n": n,
-                    }
-                )
-        else:
-            settings = spec.with_params(overrides)
-            for tg in targets:
-                t = rep.task(f"{spec.name} on {tg.name}", None)
-                ts = time.perf_counter()
-                res = saltpepper_attack(
-                    tg.fn,
-                    x,
-                    y,
-                    eps,
-                    steps=int(settings["steps"]),
-                    repetitions=int(settings["repetitions"]),
-                    seed=cfg.seed,
-                    batch_size=cfg.batch_size,
-                    stop=cfg.sp_stop,
-                    sample_ids=idx,
-                )
-                rep.done(t)
-                eps_arr = np.asarray(eps)[:, None]
-                judged = np.minimum(res.best_norms[None, :], eps_arr)  # rescaled to eps if above
-                per_target.append(
-                    {
-                        "target": tg.name,
-                        "label": Label.blackbox.value,
-                        "clean_accuracy": float(tg.clean_correct.mean()),
-                        **summarise(~res.success, tg.clean_correct, judged),
-                        "n": n,
-                        "queries": res.total_queries,
-                        "queries_full": n
-                        * int(settings["repetitions"])
-                        * (1 + int(settings["steps"]) + len(eps)),
-                        "stop": StopRule(cfg.sp_stop).value,
-                        "seconds": time.perf_counter() - ts,
-                    }
-                )
-                if not np.array_equal(res.clean_correct, tg.clean_correct):
-                    flags.append(
-                        SanityFlag(
-                            "clean-mismatch",
-                            spec.name,
-                            tg.name,
-                            "Salt&Pepper's clean query disagrees with the clean pass: the model "
-                            "is not deterministic across batch compositions",
-                        )
-                    )
-            seconds = time.perf_counter() - t0
+        per_target, raised = spec.measure(targets, source, x, y, eps, settings=settings, ctx=ctx)
+        seconds = time.perf_counter() - t0
+        flags += raised
         for r in per_target:
             flags += check_eps0(
                 spec.name, r["target"], eps, r["robust_accuracy"], r["clean_accuracy"]
@@ -433,7 +335,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
                 "gradient": spec.gradient,
                 "eps": list(eps),
                 "headline_eps": headline,
-                "settings": spec.with_params(overrides),
+                "settings": settings,
                 "seconds": seconds,
                 "results": per_target,
             }

@@ -7,7 +7,7 @@ batch at every epsilon; the caller replays them on other models (``transfer``) a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgerobust.attacks import AttackSpec
+from edgerobust.attacks.base import Attack, NumpyModel, perturbation_norms
 from edgerobust.errors import ConfigError
-
-#: A model as the attack code sees it: float32 NCHW [0, 1] numpy -> logits numpy.
-NumpyModel = Callable[[np.ndarray], np.ndarray]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -66,23 +63,11 @@ def torch_numpy_model(
     return run
 
 
-def perturbation_norms(delta: np.ndarray, norm: str) -> np.ndarray:
-    """Per-sample norm of ``delta`` (..., C, H, W) over the whole image, as foolbox measures it."""
-    flat = delta.reshape(delta.shape[:-3] + (-1,)).astype(np.float64)
-    if norm == "linf":
-        return np.abs(flat).max(-1)
-    if norm == "l2":
-        return np.sqrt(np.square(flat).sum(-1))
-    if norm == "l1":
-        return np.abs(flat).sum(-1)
-    raise ValueError(f"unknown norm {norm!r}")
-
-
-def build_attack(spec: AttackSpec, overrides: Mapping[str, Any] | None = None) -> Any:
+def build_attack(spec: Attack, overrides: Mapping[str, Any] | None = None) -> Any:
     """The foolbox attack object for ``spec`` with the paper's settings (plus ``overrides``)."""
     import foolbox
 
-    if spec.foolbox is None:
+    if not getattr(spec, "foolbox", None):
         raise ValueError(f"{spec.name} is not a foolbox attack")
     cls = getattr(foolbox.attacks, spec.foolbox)
     return cls(**spec.with_params(overrides or {}))
@@ -99,7 +84,7 @@ class Crafted:
 
 def craft(
     model: nn.Module,
-    spec: AttackSpec,
+    spec: Attack,
     x: np.ndarray,
     y: np.ndarray,
     eps: Sequence[float],
@@ -107,7 +92,9 @@ def craft(
     device: torch.device,
     overrides: Mapping[str, Any] | None = None,
 ) -> Crafted:
-    """Run a foolbox gradient attack on one batch at every eps (foolbox's epsilon sweep)."""
+    """Run a foolbox gradient attack on one batch at every eps in ``eps`` (foolbox's own sweep;
+    :class:`~edgerobust.attacks.gradient.FoolboxAttack` hands a fixed-eps attack one eps at a
+    time)."""
     import foolbox
 
     if is_quantized(model):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgerobust.attacks import (
-    AttackSpec,
+    FoolboxAttack,
     Label,
     get,
     list_attacks,
@@ -59,7 +59,7 @@ def test_unknown_attack_is_one_line_listing_the_names() -> None:
 def test_duplicate_registration_is_an_error() -> None:
     before = get("fgsm")
     with pytest.raises(ValueError, match="already registered"):
-        register(AttackSpec("fgsm", "other", "l2", True, (1.0,), (2.0,)))
+        register(FoolboxAttack("fgsm", "other", "l2", (1.0,), (2.0,), foolbox="FGSM"))
     assert get("fgsm") is before  # never silently overwritten
 
 
