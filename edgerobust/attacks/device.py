@@ -40,6 +40,13 @@ def validate_options(
             f"decision-based attacks ({', '.join(black)}); for {attack} use 'edgerobust attack' "
             "(its figures on artifacts are labelled transfer)"
         )
+    if attack != "saltpepper":
+        # blackbox_saltpepper below is Salt&Pepper's (its record and on-device chunking): never
+        # run it under another decision-based attack's name.
+        raise ConfigError(
+            f"eval-device runs saltpepper only; for {attack} use 'edgerobust attack "
+            "--artifacts' (its figures on artifacts are labelled blackbox)"
+        )
     if eps is not None and (not eps or any(not np.isfinite(e) or e < 0 for e in eps)):
         raise ConfigError(f"--eps: budgets must be finite numbers >= 0, got {list(eps)}")
     if steps < 1:

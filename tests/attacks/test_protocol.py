@@ -273,3 +273,16 @@ def test_a_registered_blackbox_attack_runs_itself_not_salt_and_pepper(
     assert "Uniform noise Linf" in capsys.readouterr().out
     assert json.loads(out.read_text())["attacks"][0]["results"][0]["label"] == "blackbox"
     assert UniformNoise.calls == [((0.0,), 3), ((0.01,), 3)]
+
+
+def test_eval_device_never_runs_salt_and_pepper_under_another_name(registry) -> None:
+    """``eval-device --attack`` runs Salt&Pepper's own on-device loop; another decision-based
+    attack is refused with one line rather than silently measured as Salt&Pepper."""
+    from edgerobust.attacks.device import validate_options
+    from edgerobust.errors import ConfigError
+
+    register(noise_attack())
+    validate_options("saltpepper", None, 10, 0, "settled")
+    with pytest.raises(ConfigError, match="eval-device runs saltpepper only") as info:
+        validate_options("noise", None, 10, 0, "settled")
+    assert "\n" not in str(info.value)
