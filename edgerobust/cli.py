@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,11 @@ import typer
 
 from edgerobust import __version__
 from edgerobust.attacks import parse_attacks, parse_eps
+from edgerobust.attacks.overrides import parse_overrides
+from edgerobust.console import attack_table, eval_table, pct, print_device_check
 from edgerobust.errors import ConfigError, EdgeRobustError
+from edgerobust.models import list_archs
+from edgerobust.runtimes import list_runtimes
 
 app = typer.Typer(
     name="edgerobust",
@@ -28,12 +33,6 @@ app = typer.Typer(
 )
 compress_app = typer.Typer(help="Make a smaller model from a checkpoint.", no_args_is_help=True)
 app.add_typer(compress_app, name="compress")
-
-
-class Format(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-    ptl = "ptl"
 
 
 class Quant(str, Enum):
@@ -59,10 +58,34 @@ class SpStop(str, Enum):
     settled = "settled"
 
 
-class RuntimeName(str, Enum):
-    onnxruntime = "onnxruntime"
-    torchscript = "torchscript"
-    ptl = "ptl"
+def _registered(what: str, names: Callable[[], list[str]]) -> Callable[[str | None], str | None]:
+    """A typer callback that accepts the names a registry holds *when the command runs*, so a
+    runtime, format or architecture registered by a plugin module is a valid choice."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in names():
+            raise typer.BadParameter(
+                f"unknown {what} {value!r}: choose one of {', '.join(names())}"
+            )
+        return value
+
+    return check
+
+
+def _formats() -> list[str]:
+    from edgerobust.exporters import list_exporters
+
+    return list_exporters()
+
+
+_ARCH = typer.Option(
+    help=f"Architecture: {', '.join(list_archs())}.",
+    callback=_registered("architecture", list_archs),
+)
+_RUNTIME = typer.Option(
+    help=f"Runtime: {', '.join(list_runtimes())} (default: the format's own).",
+    callback=_registered("runtime", list_runtimes),
+)
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -79,10 +102,6 @@ def _write_json(path: Path | None, record: dict) -> None:
         from edgerobust.runtimes.manifest import atomic_write_json
 
         atomic_write_json(path, record)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
 
 
 @app.callback(invoke_without_command=True)
@@ -176,9 +195,7 @@ def train(
     out: Annotated[
         Path, typer.Option(help="Run folder (model.safetensors, train.json, split.json).")
     ],
-    arch: Annotated[
-        str, typer.Option(help="Architecture: resnet18/34/50/101/152 (tinyresnet for tests).")
-    ] = "resnet18",
+    arch: Annotated[str, _ARCH] = "resnet18",
     weights: Annotated[
         str, typer.Option(help="imagenet | none | PATH to a local .pth/.safetensors.")
     ] = "none",
@@ -218,7 +235,7 @@ def train(
     with RichReporter() as rep:
         rec = run_train(cfg, rep)
     stdout.print(
-        f"best val accuracy {_pct(rec['val_accuracy'])} % (n={rec['val_n']}, epoch {rec['best_epoch']}) "
+        f"best val accuracy {pct(rec['val_accuracy'])} % (n={rec['val_n']}, epoch {rec['best_epoch']}) "
         f"-> {rec['checkpoint']}"
     )
 
@@ -249,7 +266,7 @@ def compress_quantize(
     from edgerobust.errors import require_torch
 
     require_torch("compress quantize")
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
 
     cfg = QuantizeConfig(
         str(checkpoint),
@@ -262,8 +279,8 @@ def compress_quantize(
     with RichReporter() as rep:
         rec = quantize_checkpoint(cfg, rep)
     stdout.print(
-        f"int8 ({rec['engine']}) val accuracy {_pct(rec['val_accuracy_int8'])} % vs fp32 "
-        f"{_pct(rec['val_accuracy_fp32'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
+        f"int8 ({rec['engine']}) val accuracy {pct(rec['val_accuracy_int8'])} % vs fp32 "
+        f"{pct(rec['val_accuracy_fp32'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
     )
     if rec["warning"]:
         stdout.print(f"[yellow]warning:[/] {rec['warning']}")
@@ -311,7 +328,7 @@ def compress_prune(
     from edgerobust.errors import require_torch
 
     require_torch("compress prune")
-    from edgerobust.prune import PruneConfig, prune_checkpoint
+    from edgerobust.compress.prune import PruneConfig, prune_checkpoint
 
     cfg = PruneConfig(
         checkpoint=str(checkpoint),
@@ -332,9 +349,9 @@ def compress_prune(
         rec = prune_checkpoint(cfg, rep)
     stdout.print(
         f"{rec['params_before']:,} -> {rec['params_after']:,} params "
-        f"(compression rate {_pct(rec['compression_rate'])} %, channel ratio "
+        f"(compression rate {pct(rec['compression_rate'])} %, channel ratio "
         f"{rec['channel_ratio']:.3f}, sensitivity {rec['sensitivity']:.4f}); val accuracy "
-        f"{_pct(rec['val_accuracy'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
+        f"{pct(rec['val_accuracy'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
     )
 
 
@@ -344,7 +361,12 @@ def compress_distill(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     source: Annotated[str, typer.Option(help="Source domain to distill on.")],
     out: Annotated[Path, typer.Option(help="Run folder (model.safetensors, distill.json).")],
-    student: Annotated[str, typer.Option(help="Student architecture.")] = "resnet18",
+    student: Annotated[
+        str,
+        typer.Option(
+            help="Student architecture.", callback=_registered("architecture", list_archs)
+        ),
+    ] = "resnet18",
     student_weights: Annotated[
         str, typer.Option(help="imagenet (paper) | none | PATH to a local weight file.")
     ] = "imagenet",
@@ -368,7 +390,7 @@ def compress_distill(
     from edgerobust.errors import require_torch
 
     require_torch("compress distill")
-    from edgerobust.distill import DistillConfig, distill
+    from edgerobust.compress.distill import DistillConfig, distill
 
     cfg = DistillConfig(
         teacher=str(teacher),
@@ -391,9 +413,9 @@ def compress_distill(
         rec = distill(cfg, rep)
     stdout.print(
         f"{rec['student_arch']} student: {rec['params_student']:,} params vs teacher "
-        f"{rec['params_teacher']:,} (compression rate {_pct(rec['compression_rate'])} %); "
-        f"val accuracy {_pct(rec['val_accuracy'])} % vs teacher "
-        f"{_pct(rec['val_accuracy_teacher'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
+        f"{rec['params_teacher']:,} (compression rate {pct(rec['compression_rate'])} %); "
+        f"val accuracy {pct(rec['val_accuracy'])} % vs teacher "
+        f"{pct(rec['val_accuracy_teacher'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
     )
 
 
@@ -403,7 +425,14 @@ def compress_distill(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (file or run folder).")],
-    format: Annotated[Format, typer.Option("--format", help="Artifact format.")] = Format.onnx,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help=f"Artifact format: {', '.join(_formats())}.",
+            callback=_registered("format", _formats),
+        ),
+    ] = "onnx",
     quant: Annotated[
         Quant | None, typer.Option(help="fp32 or int8 (default: the checkpoint's precision).")
     ] = None,
@@ -441,7 +470,7 @@ def export(
 
     req = ExportRequest(
         checkpoint=str(checkpoint),
-        format=format.value,
+        format=format,
         quant=quant.value if quant else None,
         engine=engine.value if engine else None,
         out=str(out),
@@ -468,49 +497,13 @@ def export(
 # --------------------------------------------------------------------------- eval-device
 
 
-def eval_table(records: list[dict]):
-    from rich.table import Table
-
-    domains: list[str] = []
-    for r in records:
-        for d in r["domains"]:
-            label = d["domain"] + (" (src)" if d["role"] == "source" else "")
-            if label not in domains:
-                domains.append(label)
-    t = Table(title="accuracy % [n] inside the runtime; latency batch 1")
-    for col in ("artifact", "runtime", "MB"):
-        t.add_column(col, justify="right" if col == "MB" else "left")
-    for d in domains:
-        t.add_column(d, justify="right")
-    for col in ("p50 ms", "p99 ms", "img/s"):
-        t.add_column(col, justify="right")
-    for r in records:
-        cells = {}
-        for d in r["domains"]:
-            label = d["domain"] + (" (src)" if d["role"] == "source" else "")
-            cells[label] = f"{_pct(d['accuracy'])} [{d['n']}]"
-        lat = r["latency_ms"]
-        t.add_row(
-            r["artifact"]["file"],
-            r["runtime"]["runtime"],
-            f"{r['artifact']['size_mb']:.2f}",
-            *(cells.get(d, "-") for d in domains),
-            f"{lat['p50']:.2f}",
-            f"{lat['p99']:.2f}",
-            f"{r['throughput']['images_per_s']:.0f}",
-        )
-    return t
-
-
 @app.command("eval-device")
 def eval_device(
     artifact: Annotated[
         Path, typer.Argument(help="Artifact (.onnx/.pt/.ptl) with its manifest beside it.")
     ],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
-    runtime: Annotated[
-        RuntimeName | None, typer.Option(help="Runtime (default: the format's own).")
-    ] = None,
+    runtime: Annotated[str | None, _RUNTIME] = None,
     domains: Annotated[
         str | None, typer.Option(help="Comma-separated domains (default: all).")
     ] = None,
@@ -556,7 +549,7 @@ def eval_device(
     cfg = EvalConfig(
         artifact=str(artifact),
         data=str(data),
-        runtime=runtime.value if runtime else None,
+        runtime=runtime,
         domains=_csv(domains),
         threads=threads,
         providers=_csv(providers),
@@ -581,7 +574,7 @@ def eval_device(
         a = d.get("attack")
         if a:
             accs = ", ".join(
-                f"eps {e:g}: {_pct(r)} %"
+                f"eps {e:g}: {pct(r)} %"
                 for e, r in zip(a["eps"], a["robust_accuracy"], strict=True)
             )
             stdout.print(
@@ -640,11 +633,10 @@ def device_check_cmd(
 ) -> None:
     """Run artifacts on an emulated Raspberry Pi (arm64, qemu) as the README's Pi section does,
     and compare their logits with this host's on the same images. Needs root."""
-    from rich.table import Table
 
-    from edgerobust.armcheck import DeviceCheckConfig, device_check
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
+    from edgerobust.device.check import DeviceCheckConfig, device_check
 
     cfg = DeviceCheckConfig(
         artifacts=tuple(str(a) for a in artifacts),
@@ -658,89 +650,7 @@ def device_check_cmd(
     )
     with RichReporter() as rep:
         report = device_check(cfg, rep)
-    t = Table(title=f"emulated {report.board}: QEMU_CPU={report.cpu}, judged on this host")
-    for col in (
-        "artifact",
-        "runtime",
-        "loads",
-        "n",
-        "against",
-        "top-1 agree",
-        "max |diff|",
-        "steps",
-        "verdict",
-    ):
-        t.add_column(col, justify="right" if col in ("n", "max |diff|", "steps") else "left")
-    style = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "error": "[red]ERROR[/]"}
-    for c in report.checks:
-        cmp = c.comparison
-        t.add_row(
-            Path(c.artifact).name,
-            c.runtime,
-            "yes" if c.loads else "no",
-            str(cmp.n) if cmp else "-",
-            cmp.against if cmp else "-",
-            _pct(cmp.top1_agreement) + " %" + (f" ({cmp.ties} at ties)" if cmp.ties else "")
-            if cmp
-            else "-",
-            f"{cmp.max_abs_diff:.3g}" if cmp else "-",
-            f"{cmp.diff_steps:.2f}" if cmp and cmp.diff_steps is not None else "-",
-            style[c.verdict],
-        )
-    stdout.print(t)
-    env = report.env
-    built = env["built_now_seconds"]
-    stdout.print(
-        f"arm64 root: {env['root']}"
-        + (
-            f" (built now: {', '.join(f'{k} {v:.0f} s' for k, v in built.items())})"
-            if built
-            else ""
-        )
-        + (", light venv has no torch" if env.get("light_venv_has_torch") is False else "")
-    )
-    fp = next((c.device_host for c in report.checks if c.device_host), None)
-    if fp:
-        dp = "yes" if "asimddp" in fp.get("isa_flags", []) else "no"
-        stdout.print(
-            f"the emulated process sees: {fp['arch']}, {fp['cpu_model']}, flags from "
-            f"{fp.get('flags_source')}, asimddp: {dp}"
-        )
-    for c in report.checks:
-        name = Path(c.artifact).name
-        if c.error:
-            stdout.print(f"[red]{name}:[/] {c.error}")
-        elif c.comparison:
-            stdout.print(f"{name}: rule: {c.comparison.rule}")
-        h = c.host_vs_reference
-        if h is not None:
-            off = (
-                f"{h.diff_steps:.2f} steps" if h.diff_steps is not None else f"{h.max_abs_diff:.3g}"
-            )
-            stdout.print(
-                f"{name}: this host's own run against the same reference: max |diff| {off}, "
-                f"top-1 {_pct(h.top1_agreement)} % ("
-                + (
-                    "within the rule"
-                    if h.passed
-                    else "[yellow]outside the rule: this host's kernels[/]"
-                )
-                + ")"
-            )
-        if c.int8_warning:
-            stdout.print(f"[yellow]warning:[/] {name}: {c.int8_warning}")
-        if c.optimized:
-            o = c.optimized
-            res = o.get("comparison") or {}
-            stdout.print(
-                f"{o['artifact']}: optimize_for_mobile "
-                + ("passed" if o.get("passed") else "[red]FAILED[/]")
-                + (f", max |diff| {res['max_abs_diff']:.3g} vs {name}" if res else "")
-                + (f" -> {o['written']}" if o.get("written") else "")
-                + (f" ({o['error']})" if o.get("error") else "")
-            )
-    for note in report.notes:
-        stdout.print(f"note: {note}")
+    print_device_check(report)
     if out:
         stdout.print(f"report -> {out}")
     if not report.ok:
@@ -748,72 +658,6 @@ def device_check_cmd(
 
 
 # --------------------------------------------------------------------------- attack
-
-
-def _settings(values: list[str] | None) -> dict[str, dict[str, float | int | bool | str | None]]:
-    """``["cw.steps=10", "pgd.random_start=false"]`` -> ``{"cw": {"steps": 10}, ...}``.
-
-    Values are ints, floats, true/false, none, or else kept as text (``ead.decision_rule=L1``).
-    """
-    out: dict[str, dict[str, float | int | bool | str | None]] = {}
-    for item in values or []:
-        key, sep, raw = item.partition("=")
-        attack, dot, name = key.strip().partition(".")
-        if not (sep and dot and attack and name and raw.strip()):
-            raise ConfigError(
-                f"--set: expected ATTACK.SETTING=VALUE (e.g. cw.steps=10), got {item!r}"
-            )
-        text = raw.strip()
-        value: float | int | bool | str | None
-        if text.lower() in ("true", "false"):
-            value = text.lower() == "true"
-        elif text.lower() == "none":
-            value = None
-        else:
-            try:
-                value = int(text)
-            except ValueError:
-                try:
-                    value = float(text)
-                except ValueError:
-                    value = text
-        out.setdefault(attack.strip(), {})[name.strip()] = value
-    return out
-
-
-def attack_table(record: dict):
-    from rich.table import Table
-
-    targets = [t["name"] for t in record["targets"]]
-    d = record["data"]
-    t = Table(
-        title=f"robust accuracy % on {d['domain']} val (n={d['n']}), "
-        f"{record['config']['strength']} attacks (label: how it was measured)"
-    )
-    t.add_column("attack")
-    t.add_column("strength")
-    t.add_column("eps", justify="right")
-    for name in targets:
-        t.add_column(name, justify="right")
-    t.add_row("clean", "", "0", *(_pct(tg["clean_accuracy"]) for tg in record["targets"]))
-    averages = record["average_adversarial_accuracy"]
-    for strength, avg in averages.items():
-        t.add_section()
-        for a in record["attacks"]:
-            e = a["headline_eps"].get(strength)
-            if e is None:
-                continue
-            k = a["eps"].index(e)
-            cells = {r["target"]: r for r in a["results"]}
-            row = []
-            for name in targets:
-                r = cells.get(name)
-                row.append("-" if r is None else f"{_pct(r['robust_accuracy'][k])} ({r['label']})")
-            t.add_row(a["title"], strength, f"{e:g}", *row)
-        t.add_row(
-            "average", strength, "", *(_pct(avg[n]["value"]) if n in avg else "-" for n in targets)
-        )
-    return t
 
 
 @app.command()
@@ -880,7 +724,7 @@ def attack(
 
     cfg_attacks = parse_attacks(attacks)
     cfg_eps = parse_eps(eps)
-    params = _settings(set_)
+    params = parse_overrides(set_)
     require_torch("attack")
     from edgerobust.attacks.run import AttackConfig, run_attacks
 
@@ -931,9 +775,7 @@ def bench_saltpepper_cmd(
     domain: Annotated[
         str | None, typer.Option(help="Domain (default: the source domain's validation split).")
     ] = None,
-    runtime: Annotated[
-        RuntimeName | None, typer.Option(help="Runtime (default: the format's own).")
-    ] = None,
+    runtime: Annotated[str | None, _RUNTIME] = None,
     limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 16,
     eps: Annotated[str, typer.Option(help="L2 budgets in [0,1] pixels.")] = "1,15",
     seed: Annotated[int, typer.Option(help="Noise seed, the same for every run.")] = 0,
@@ -956,7 +798,7 @@ def bench_saltpepper_cmd(
         artifact=str(artifact),
         data=str(data) if data else None,
         domain=domain,
-        runtime=runtime.value if runtime else None,
+        runtime=runtime,
         eps=parse_eps(eps),
         limit=limit,
         seed=seed,
@@ -984,9 +826,7 @@ def bench(
     domain: Annotated[
         str | None, typer.Option(help="Domain to run over (default: the first).")
     ] = None,
-    runtime: Annotated[
-        RuntimeName | None, typer.Option(help="Runtime (default: the format's own).")
-    ] = None,
+    runtime: Annotated[str | None, _RUNTIME] = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
     runs: Annotated[int, typer.Option(help="Timed batch-1 calls per side.")] = 200,
     repeats: Annotated[
@@ -996,13 +836,11 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
 ) -> None:
     """Measure the measuring path: eval-device vs bare runtime calls, side by side, one process."""
-    from edgerobust.bench import BenchConfig, run_bench
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
+    from edgerobust.evaluate.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(
-        str(artifact), str(data), domain, runtime.value if runtime else None, threads, runs, repeats
-    )
+    cfg = BenchConfig(str(artifact), str(data), domain, runtime, threads, runs, repeats)
     with RichReporter() as rep:
         res = run_bench(cfg, rep)
     for line in res["lines"]:
@@ -1015,7 +853,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
         "edgerobust-demo"
     ),
-    arch: Annotated[str, typer.Option(help="Architecture to train.")] = "resnet18",
+    arch: Annotated[str, _ARCH] = "resnet18",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     per_class: Annotated[int, typer.Option(help="Synthetic images per class and domain.")] = 60,
     image_size: Annotated[int, typer.Option(help="Image size.")] = 64,
@@ -1068,7 +906,7 @@ def run(
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
     from edgerobust.errors import require_torch
-    from edgerobust.runner import RunConfig, run_study
+    from edgerobust.study.scheduler import RunConfig, run_study
 
     require_torch("run")
     cfg = RunConfig(str(study), str(out) if out else None, jobs, dry_run)

@@ -4,6 +4,8 @@ prints; it takes a :class:`~edgerobust.progress.Reporter`)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -63,3 +65,169 @@ class RichReporter:
 
 def _force_progress() -> bool:
     return "--progress" in sys.argv
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def eval_table(records: list[dict]):
+    from rich.table import Table
+
+    domains: list[str] = []
+    for r in records:
+        for d in r["domains"]:
+            label = d["domain"] + (" (src)" if d["role"] == "source" else "")
+            if label not in domains:
+                domains.append(label)
+    t = Table(title="accuracy % [n] inside the runtime; latency batch 1")
+    for col in ("artifact", "runtime", "MB"):
+        t.add_column(col, justify="right" if col == "MB" else "left")
+    for d in domains:
+        t.add_column(d, justify="right")
+    for col in ("p50 ms", "p99 ms", "img/s"):
+        t.add_column(col, justify="right")
+    for r in records:
+        cells = {}
+        for d in r["domains"]:
+            label = d["domain"] + (" (src)" if d["role"] == "source" else "")
+            cells[label] = f"{pct(d['accuracy'])} [{d['n']}]"
+        lat = r["latency_ms"]
+        t.add_row(
+            r["artifact"]["file"],
+            r["runtime"]["runtime"],
+            f"{r['artifact']['size_mb']:.2f}",
+            *(cells.get(d, "-") for d in domains),
+            f"{lat['p50']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{r['throughput']['images_per_s']:.0f}",
+        )
+    return t
+
+
+def attack_table(record: dict):
+    from rich.table import Table
+
+    targets = [t["name"] for t in record["targets"]]
+    d = record["data"]
+    t = Table(
+        title=f"robust accuracy % on {d['domain']} val (n={d['n']}), "
+        f"{record['config']['strength']} attacks (label: how it was measured)"
+    )
+    t.add_column("attack")
+    t.add_column("strength")
+    t.add_column("eps", justify="right")
+    for name in targets:
+        t.add_column(name, justify="right")
+    t.add_row("clean", "", "0", *(pct(tg["clean_accuracy"]) for tg in record["targets"]))
+    averages = record["average_adversarial_accuracy"]
+    for strength, avg in averages.items():
+        t.add_section()
+        for a in record["attacks"]:
+            e = a["headline_eps"].get(strength)
+            if e is None:
+                continue
+            k = a["eps"].index(e)
+            cells = {r["target"]: r for r in a["results"]}
+            row = []
+            for name in targets:
+                r = cells.get(name)
+                row.append("-" if r is None else f"{pct(r['robust_accuracy'][k])} ({r['label']})")
+            t.add_row(a["title"], strength, f"{e:g}", *row)
+        t.add_row(
+            "average", strength, "", *(pct(avg[n]["value"]) if n in avg else "-" for n in targets)
+        )
+    return t
+
+
+def print_device_check(report: Any) -> None:
+    """The device-check table, then one line per artifact: rule, host, warnings, notes."""
+    from rich.table import Table
+
+    stdout = out
+    t = Table(title=f"emulated {report.board}: QEMU_CPU={report.cpu}, judged on this host")
+    for col in (
+        "artifact",
+        "runtime",
+        "loads",
+        "n",
+        "against",
+        "top-1 agree",
+        "max |diff|",
+        "steps",
+        "verdict",
+    ):
+        t.add_column(col, justify="right" if col in ("n", "max |diff|", "steps") else "left")
+    style = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "error": "[red]ERROR[/]"}
+    for c in report.checks:
+        cmp = c.comparison
+        t.add_row(
+            Path(c.artifact).name,
+            c.runtime,
+            "yes" if c.loads else "no",
+            str(cmp.n) if cmp else "-",
+            cmp.against if cmp else "-",
+            pct(cmp.top1_agreement) + " %" + (f" ({cmp.ties} at ties)" if cmp.ties else "")
+            if cmp
+            else "-",
+            f"{cmp.max_abs_diff:.3g}" if cmp else "-",
+            f"{cmp.diff_steps:.2f}" if cmp and cmp.diff_steps is not None else "-",
+            style[c.verdict],
+        )
+    stdout.print(t)
+    env = report.env
+    built = env["built_now_seconds"]
+    stdout.print(
+        f"arm64 root: {env['root']}"
+        + (
+            f" (built now: {', '.join(f'{k} {v:.0f} s' for k, v in built.items())})"
+            if built
+            else ""
+        )
+        + (", light venv has no torch" if env.get("light_venv_has_torch") is False else "")
+    )
+    fp = next((c.device_host for c in report.checks if c.device_host), None)
+    if fp:
+        dp = "yes" if "asimddp" in fp.get("isa_flags", []) else "no"
+        stdout.print(
+            f"the emulated process sees: {fp['arch']}, {fp['cpu_model']}, flags from "
+            f"{fp.get('flags_source')}, asimddp: {dp}"
+        )
+    for c in report.checks:
+        name = Path(c.artifact).name
+        if c.error:
+            stdout.print(f"[red]{name}:[/] {c.error}")
+        elif c.comparison:
+            stdout.print(f"{name}: rule: {c.comparison.rule}")
+        h = c.host_vs_reference
+        if h is not None:
+            off = (
+                f"{h.diff_steps:.2f} steps" if h.diff_steps is not None else f"{h.max_abs_diff:.3g}"
+            )
+            stdout.print(
+                f"{name}: this host's own run against the same reference: max |diff| {off}, "
+                f"top-1 {pct(h.top1_agreement)} % ("
+                + (
+                    "within the rule"
+                    if h.passed
+                    else "[yellow]outside the rule: this host's kernels[/]"
+                )
+                + ")"
+            )
+        if c.int8_warning:
+            stdout.print(f"[yellow]warning:[/] {name}: {c.int8_warning}")
+        if c.optimized:
+            o = c.optimized
+            res = o.get("comparison") or {}
+            stdout.print(
+                f"{o['artifact']}: optimize_for_mobile "
+                + ("passed" if o.get("passed") else "[red]FAILED[/]")
+                + (f", max |diff| {res['max_abs_diff']:.3g} vs {name}" if res else "")
+                + (f" -> {o['written']}" if o.get("written") else "")
+                + (f" ({o['error']})" if o.get("error") else "")
+            )
+    for note in report.notes:
+        stdout.print(f"note: {note}")

@@ -39,11 +39,11 @@ def run_demo(cfg: DemoConfig, reporter: Reporter | None = None) -> dict[str, Any
 
 
 def _run_demo(cfg: DemoConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.quantize import host_engine
+    from edgerobust.data.synthetic import make_synthetic
     from edgerobust.evaluate import EvalConfig, evaluate
     from edgerobust.exporters import ExportRequest, export
-    from edgerobust.quantize import host_engine
-    from edgerobust.synthetic import make_synthetic
     from edgerobust.train import TrainConfig, train
 
     rep = reporter or NullReporter()

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgerobust.checkpoint import CHECKPOINT_NAME, ModelSpec, save_checkpoint
 from edgerobust.data import (
     DEFAULT_SEED,
     DEFAULT_VAL_FRACTION,
@@ -30,7 +29,8 @@ from edgerobust.data import (
     open_dataset,
 )
 from edgerobust.errors import ConfigError
-from edgerobust.models import count_params, create_model
+from edgerobust.models.build import count_params, create_model
+from edgerobust.models.checkpoint import CHECKPOINT_NAME, ModelSpec, save_checkpoint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes.manifest import atomic_write_json
 from edgerobust.runtimes.preprocess import to_input
@@ -264,7 +264,7 @@ def split_origin(data: str | Path, split: Split) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the loop
 
 # An objective maps (model, x, y, image indices of the batch) to a scalar loss. The indices let
-# knowledge distillation look up cached teacher logits (see edgerobust.distill).
+# knowledge distillation look up cached teacher logits (see edgerobust.compress.distill).
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
 
 

@@ -24,6 +24,8 @@ import numpy as np
 from edgerobust import __version__
 from edgerobust.errors import ConfigError, ParityError
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.runtimes import default_runtime
+from edgerobust.runtimes.formats import get_format
 from edgerobust.runtimes.manifest import (
     Manifest,
     atomic_write_json,
@@ -32,8 +34,14 @@ from edgerobust.runtimes.manifest import (
 from edgerobust.runtimes.preprocess import to_input
 
 from .parity import ParityBar, ParityResult, compare
+from .registry import (  # noqa: F401 - the registry is part of this package's API
+    EXPORTERS,
+    Exporter,
+    get_exporter,
+    list_exporters,
+    register_exporter,
+)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "ptl": ".ptl"}
 PRECISIONS = ("fp32", "int8")
 DEFAULT_MIN_AGREEMENT = 0.98
 
@@ -55,8 +63,10 @@ class ExportRequest:
     optimize: bool = True
 
     def validate(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"unknown format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.format not in EXPORTERS:
+            raise ConfigError(
+                f"unknown format {self.format!r}: choose one of {', '.join(list_exporters())}"
+            )
         if self.quant is not None and self.quant not in PRECISIONS:
             raise ConfigError(f"--quant must be fp32 or int8, got {self.quant!r}")
         if self.calib_batches < 1:
@@ -65,10 +75,11 @@ class ExportRequest:
             raise ConfigError(f"--parity-images must be >= 1, got {self.parity_images}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
-        if self.engine and self.format == "onnx":
+        if self.engine and get_exporter(self.format).int8 != "ptsq":
+            ptsq = ", ".join(n for n, e in EXPORTERS.items() if e.int8 == "ptsq")
             raise ConfigError(
-                "--engine applies to torchscript/ptl int8; ONNX int8 (QDQ) runs on any "
-                "onnxruntime CPU: drop --engine"
+                f"--engine applies to {ptsq} int8; {self.format} int8 is quantized for its "
+                "runtime, which picks its own kernels: drop --engine"
             )
 
 
@@ -107,25 +118,23 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     """Export one artifact; see the module docstring for the parity gate."""
     import torch
 
-    from edgerobust.checkpoint import load_checkpoint, read_spec, resolve
+    from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
     from edgerobust.data import origin_split, spread_batches
-    from edgerobust.models import count_params
-    from edgerobust.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
-
-    from . import onnx as onnx_exp
-    from . import torchscript as ts_exp
+    from edgerobust.models.build import count_params
+    from edgerobust.models.checkpoint import load_checkpoint, read_spec, resolve
 
     req.validate()
+    exporter = get_exporter(req.format)
     rep = reporter or NullReporter()
     ckpt_path = resolve(req.checkpoint)
     spec = read_spec(ckpt_path)
     quant = req.quant or spec.precision
     if spec.precision == "int8" and quant == "fp32":
         raise ConfigError(f"{ckpt_path} is already int8: export its fp32 source for --quant fp32")
-    if spec.precision == "int8" and req.format == "onnx":
+    if spec.precision == "int8" and exporter.int8 == "own":
         parent = spec.origin.get("parent", "its fp32 source checkpoint")
         raise ConfigError(
-            "ONNX int8 is quantized by onnxruntime from the fp32 model: pass the fp32 "
+            f"{req.format} int8 is quantized by its exporter from the fp32 model: pass the fp32 "
             f"checkpoint ({parent}) with --quant int8"
         )
     ckpt = load_checkpoint(ckpt_path)
@@ -169,7 +178,7 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     engine: str | None = None
     model_to_save = ckpt.model
     int8_twin = None
-    if quant == "int8" and req.format != "onnx":
+    if quant == "int8" and exporter.int8 == "ptsq":
         engine = spec.quant["engine"] if spec.quant else (req.engine or host_engine())
         if spec.quant and req.engine and req.engine != engine:
             raise ConfigError(
@@ -185,48 +194,41 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
         torch.backends.quantized.engine = engine
         int8_twin = model_to_save
     elif quant == "int8":
-        engine = "onnxruntime-qdq"
+        engine = exporter.int8_engine
 
     # NAME.json sits beside NAME.<ext>, so the default name carries the format to stay unique.
     # An int8 checkpoint is named after its fp32 parent: r18-ptl-int8-qnnpack, not r18-int8-...
     stem = _stem(Path(spec.origin.get("parent") or ckpt_path) if spec.quant else ckpt_path)
     name = req.name or f"{stem}-{req.format}-{quant}" + (
-        f"-{engine}" if engine and req.format != "onnx" else ""
+        f"-{engine}" if engine and exporter.int8 == "ptsq" else ""
     )
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
-    final = out / f"{name}{FORMATS[req.format]}"
+    suffix = get_format(req.format).suffix
+    final = out / f"{name}{suffix}"
     _check_name_free(final)
-    fd, tmp_name = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=FORMATS[req.format])
+    fd, tmp_name = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         t = rep.task(f"export {req.format} {quant}", None)
-        if req.format == "onnx":
-            bar = onnx_exp.FP32_BAR
-            if quant == "fp32":
-                onnx_exp.export_fp32(ckpt.model, size, tmp)
-            else:
-                with tempfile.TemporaryDirectory(dir=out) as d:
-                    fp32 = Path(d) / "fp32.onnx"
-                    onnx_exp.export_fp32(ckpt.model, size, fp32)
-                    notes += onnx_exp.quantize_int8(fp32, tmp, calibration_batches())
-        elif req.format == "torchscript":
-            bar = ts_exp.FP32_BAR
-            notes += ts_exp.save_torchscript(model_to_save, size, tmp)
-        else:
-            bar = ts_exp.FP32_BAR
-            notes += ts_exp.save_lite(model_to_save, size, tmp, optimize=req.optimize)
+        notes += exporter.write(
+            model_to_save,
+            size,
+            tmp,
+            quant=quant,
+            calibration=calibration_batches,
+            optimize=req.optimize,
+        )
         rep.done(t)
+        bar = exporter.fp32_bar
         if quant == "int8":
             bar = ParityBar(min_agreement=req.min_agreement)
 
         # Parity: run the written file in the runtime that will run it on the device.
         from edgerobust.runtimes import get
 
-        runtime_name = {"onnx": "onnxruntime", "torchscript": "torchscript", "ptl": "ptl"}[
-            req.format
-        ]
+        runtime_name = default_runtime(req.format)
         draft = _manifest(
             req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
         )
@@ -333,3 +335,8 @@ def _manifest(
         notes=list(notes),
         versions=_versions(),
     )
+
+
+# Registration: each exporter module registers its formats (torch is imported when one runs).
+from . import onnx as _onnx  # noqa: E402,F401
+from . import torchscript as _torchscript  # noqa: E402,F401

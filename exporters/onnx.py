@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 from .parity import ParityBar
+from .registry import Exporter, register_exporter
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 17
@@ -29,6 +32,8 @@ FP32_BAR = ParityBar(atol=1e-4, rtol=1e-3)
 
 
 def export_fp32(model: nn.Module, input_size: int, path: Path, opset: int = OPSET) -> None:
+    import torch
+
     x = torch.rand(1, 3, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -98,6 +103,25 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
     return notes
 
 
+def write(
+    model: nn.Module,
+    input_size: int,
+    path: Path,
+    *,
+    quant: str,
+    calibration: Callable[[], list[np.ndarray]],
+    optimize: bool = True,
+) -> list[str]:
+    """The exporter's entry point: fp32 as exported; int8 quantized here from that fp32 graph."""
+    if quant == "fp32":
+        export_fp32(model, input_size, path)
+        return []
+    with tempfile.TemporaryDirectory(dir=path.parent) as d:
+        fp32 = Path(d) / "fp32.onnx"
+        export_fp32(model, input_size, fp32)
+        return quantize_int8(fp32, path, calibration())
+
+
 def op_counts(path: Path) -> dict[str, int]:
     import onnx
 
@@ -105,3 +129,6 @@ def op_counts(path: Path) -> dict[str, int]:
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+register_exporter(Exporter("onnx", write, FP32_BAR, int8="own", int8_engine="onnxruntime-qdq"))

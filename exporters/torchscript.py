@@ -8,18 +8,24 @@ builds do); otherwise the manifest records that it was skipped and why.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from .parity import ParityBar
+from .registry import Exporter, register_exporter
 
 # A traced module runs the very same kernels as the eager one: agreement is near bit-exact.
 FP32_BAR = ParityBar(atol=1e-5, rtol=1e-4)
 
 
 def trace(model: nn.Module, input_size: int) -> torch.jit.ScriptModule:
+    import torch
+
     x = torch.rand(1, 3, input_size, input_size)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -33,6 +39,8 @@ def save_torchscript(model: nn.Module, input_size: int, path: Path) -> list[str]
 
 
 def save_lite(model: nn.Module, input_size: int, path: Path, optimize: bool = True) -> list[str]:
+    import torch
+
     traced = trace(model, input_size)
     notes = []
     if optimize:
@@ -59,3 +67,23 @@ def save_lite(model: nn.Module, input_size: int, path: Path, optimize: bool = Tr
         warnings.simplefilter("ignore")
         traced._save_for_lite_interpreter(str(path))
     return notes
+
+
+# The exporters' entry points. int8 arrives as the eager-PTSQ model for its engine, so both
+# formats save what they are given.
+def write_torchscript(
+    model: nn.Module, input_size: int, path: Path, *, quant: str, calibration: Callable[[], Any],
+    optimize: bool = True,
+) -> list[str]:  # fmt: skip
+    return save_torchscript(model, input_size, path)
+
+
+def write_lite(
+    model: nn.Module, input_size: int, path: Path, *, quant: str, calibration: Callable[[], Any],
+    optimize: bool = True,
+) -> list[str]:  # fmt: skip
+    return save_lite(model, input_size, path, optimize=optimize)
+
+
+register_exporter(Exporter("torchscript", write_torchscript, FP32_BAR))
+register_exporter(Exporter("ptl", write_lite, FP32_BAR))

@@ -13,54 +13,21 @@ scripting a device, without torch. Nothing here imports torch at module level.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
-
-import numpy as np
+from typing import Any
 
 from edgerobust.errors import ArtifactError, RuntimeUnavailable
-from edgerobust.registry import Registry
 
-from .manifest import FORMATS, Manifest, read_manifest, verify_artifact
-
-
-class Runtime(Protocol):
-    """What every runtime provides."""
-
-    name: ClassVar[str]
-    formats: ClassVar[tuple[str, ...]]
-    manifest: Manifest
-
-    @classmethod
-    def load(cls, path: Path, manifest: Manifest, threads: int = 1) -> Runtime: ...
-
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...
-
-    def info(self) -> dict[str, Any]: ...
-
-
-RUNTIMES: Registry[type] = Registry("runtime", RuntimeUnavailable)
-
-
-def register(cls: type) -> type:
-    """Class decorator adding a runtime to the registry; a duplicate name is an error."""
-    return RUNTIMES.add(cls.name, cls)
-
-
-def get(name: str) -> type:
-    """The runtime class registered as ``name``."""
-    return RUNTIMES.get(name)
-
-
-def list_runtimes(pattern: str = "*") -> list[str]:
-    return sorted(RUNTIMES.list(pattern))
-
-
-def default_runtime(fmt: str) -> str:
-    """The runtime that runs a format: onnx -> onnxruntime, torchscript -> torchscript, ..."""
-    for name, cls in RUNTIMES.items():
-        if fmt in cls.formats:
-            return name
-    raise RuntimeUnavailable(f"no runtime runs the {fmt!r} format")
+from .formats import format_of, list_formats, suffixes
+from .manifest import Manifest, read_manifest, verify_artifact
+from .registry import (
+    RUNTIMES,
+    Runtime,
+    default_runtime,
+    get,
+    list_runtimes,
+    register,
+    runtimes_for,
+)
 
 
 def open_artifact(
@@ -77,9 +44,9 @@ def open_artifact(
     (e.g. ``providers=["CUDAExecutionProvider", "CPUExecutionProvider"]`` for onnxruntime).
     """
     path = Path(path)
-    if path.suffix not in FORMATS:
+    if format_of(path.suffix) is None:
         raise ArtifactError(
-            f"{path.name}: not an artifact (expected {', '.join(FORMATS)} made by 'edgerobust export')"
+            f"{path.name}: not an artifact (expected {', '.join(suffixes())} made by 'edgerobust export')"
         )
     manifest = read_manifest(path)
     runtime = runtime or default_runtime(manifest.format)
@@ -101,9 +68,12 @@ from . import ort as _ort  # noqa: E402,F401
 from . import torchscript as _torchscript  # noqa: E402,F401
 
 __all__ = [
+    "RUNTIMES",
     "Manifest",
     "Runtime",
     "default_runtime",
+    "list_formats",
+    "runtimes_for",
     "get",
     "list_runtimes",
     "open_artifact",

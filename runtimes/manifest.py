@@ -18,7 +18,6 @@ from typing import Any
 from edgerobust.errors import ArtifactError
 
 MANIFEST_VERSION = 1
-FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ptl": "ptl"}
 
 
 @dataclass(frozen=True)

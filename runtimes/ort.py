@@ -9,8 +9,11 @@ import numpy as np
 
 from edgerobust.errors import ArtifactError, RuntimeUnavailable
 
-from . import register
+from .formats import ArtifactFormat, register_format
 from .manifest import Manifest
+from .registry import register
+
+register_format(ArtifactFormat("onnx", ".onnx", "ONNX: fp32, or QDQ int8"))
 
 
 @register

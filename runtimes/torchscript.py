@@ -14,8 +14,9 @@ import numpy as np
 
 from edgerobust.errors import ArtifactError, RuntimeUnavailable
 
-from . import register
+from .formats import ArtifactFormat, register_format
 from .manifest import Manifest
+from .registry import register
 
 
 def _import_torch() -> Any:
@@ -83,6 +84,16 @@ class _TorchRuntime:
             if self.manifest.precision == "int8"
             else None,
         }
+
+
+register_format(
+    ArtifactFormat("torchscript", ".pt", "TorchScript (fp32, or eager-PTSQ int8)", needs_torch=True)
+)
+register_format(
+    ArtifactFormat(
+        "ptl", ".ptl", "PyTorch Mobile lite interpreter (deprecated upstream)", needs_torch=True
+    )
+)
 
 
 @register

@@ -61,7 +61,7 @@ def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Path:
     """ROOT/{studio,webcam,natural}/CLASS/*.png: 10 classes x 10 images, 32 x 32. Read-only!"""
-    from edgerobust.synthetic import make_synthetic
+    from edgerobust.data.synthetic import make_synthetic
 
     return make_synthetic(
         tmp_path_factory.mktemp("synthetic") / "data", per_class=PER_CLASS, size=IMAGE_SIZE
@@ -109,7 +109,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Path) -> T
 @pytest.fixture(scope="session")
 def int8_checkpoint(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> Path:
     """The trained model after eager PTSQ (x86 engine): the calibrated, prepared state."""
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
 
     out = tmp_path_factory.mktemp("runs") / "tiny-int8-x86"
     rec = quantize_checkpoint(QuantizeConfig(str(trained.checkpoint), engine="x86", out=str(out)))

@@ -1,4 +1,4 @@
-"""edgerobust.armcheck without emulation: the verdict, the int8 output step, the image mirror,
+"""edgerobust.device.check without emulation: the verdict, the int8 output step, the image mirror,
 the refusals on hosts that cannot emulate, and the pieces of the device install.
 
 The emulated run itself is tests/test_armcheck_emulated.py (``-m arm``).
@@ -14,21 +14,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgerobust import armcheck
-from edgerobust.armcheck import (
-    FP32_REL_TOL,
-    ArtifactCheck,
-    Comparison,
-    EmulationUnavailable,
-    compare_logits,
+from edgerobust.cli import main
+from edgerobust.device import check as armcheck
+from edgerobust.device import emulation, verdict
+from edgerobust.device.check import ArtifactCheck
+from edgerobust.device.emulation import (
     debian_mirror,
     emulation_problem,
     mirror_dataset,
-    onnx_output_scale,
-    output_step,
     prepare_host,
 )
-from edgerobust.cli import main
+from edgerobust.device.verdict import (
+    FP32_REL_TOL,
+    Comparison,
+    compare_logits,
+    onnx_output_scale,
+    output_step,
+)
+from edgerobust.errors import EmulationUnavailable
 from edgerobust.evaluate import EvalConfig, evaluate, load_logits
 from edgerobust.runtimes import open_artifact, read_manifest
 
@@ -119,7 +122,7 @@ def recorded(request) -> dict[str, np.ndarray]:
 def test_recorded_devices_compute_the_graphs_int8_arithmetic(recorded):
     step, ref = float(recorded["step"]), recorded["reference"]
     for cpu in ("device_a72", "device_a76"):
-        c = compare_logits("int8", ref, recorded[cpu], step, armcheck.QDQ_REFERENCE)
+        c = compare_logits("int8", ref, recorded[cpu], step, verdict.QDQ_REFERENCE)
         assert c.passed, (cpu, c)
         assert c.diff_steps <= 1.0 + 1e-3 and c.ties <= 1
         assert "QDQ arithmetic" in c.rule
@@ -129,7 +132,7 @@ def test_recorded_avx2_host_is_off_the_reference_and_would_have_failed_the_devic
     """Why the host is no reference for ONNX int8: without VNNI its u8 x s8 pairs saturate.
     Judged against it, the correct ARM results fail (the CI failure of issue #10)."""
     step, ref, host = float(recorded["step"]), recorded["reference"], recorded["host_avx2"]
-    off = compare_logits("int8", ref, host, step, armcheck.QDQ_REFERENCE)
+    off = compare_logits("int8", ref, host, step, verdict.QDQ_REFERENCE)
     assert not off.passed and off.diff_steps >= 5
     for cpu in ("device_a72", "device_a76"):
         assert not compare_logits("int8", host, recorded[cpu], step).passed
@@ -278,23 +281,23 @@ def test_mirror_scores_the_same_images_as_the_full_dataset(artifacts, synthetic_
 
 
 def _as_root_on_x86(monkeypatch, tmp_path, register: bool = True, entry: str | None = None):
-    monkeypatch.setattr(armcheck.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(armcheck.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(armcheck.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(emulation.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(emulation.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(emulation.shutil, "which", lambda tool: f"/usr/bin/{tool}")
     binfmt = tmp_path / "binfmt_misc"
     binfmt.mkdir(parents=True)
     if register:
         (binfmt / "register").touch()
     if entry is not None:
-        (binfmt / armcheck.QEMU_ENTRY).write_text(entry)
-    monkeypatch.setattr(armcheck, "BINFMT_DIR", binfmt)
+        (binfmt / emulation.QEMU_ENTRY).write_text(entry)
+    monkeypatch.setattr(emulation, "BINFMT_DIR", binfmt)
     calls: list[list[str]] = []
 
     def fake_run(argv, **kwargs):
         calls.append(argv)
         return subprocess.CompletedProcess(argv, 32, "", "mount: permission denied")
 
-    monkeypatch.setattr(armcheck, "_run", fake_run)
+    monkeypatch.setattr(emulation, "_run", fake_run)
     return calls
 
 
@@ -306,21 +309,21 @@ QEMU_ENTRY_TEXT = (
 
 def test_refuses_without_root(monkeypatch, tmp_path):
     _as_root_on_x86(monkeypatch, tmp_path, entry=QEMU_ENTRY_TEXT)
-    monkeypatch.setattr(armcheck.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(emulation.os, "geteuid", lambda: 1000)
     with pytest.raises(EmulationUnavailable, match="needs root"):
         prepare_host()
 
 
 def test_refuses_on_an_arm_host(monkeypatch, tmp_path):
     _as_root_on_x86(monkeypatch, tmp_path, entry=QEMU_ENTRY_TEXT)
-    monkeypatch.setattr(armcheck.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(emulation.platform, "machine", lambda: "aarch64")
     with pytest.raises(EmulationUnavailable, match="run eval-device on it directly"):
         prepare_host()
 
 
 def test_refuses_without_qemu_and_says_what_to_install(monkeypatch, tmp_path):
     _as_root_on_x86(monkeypatch, tmp_path, entry=QEMU_ENTRY_TEXT)
-    monkeypatch.setattr(armcheck.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(emulation.shutil, "which", lambda tool: None)
     with pytest.raises(EmulationUnavailable, match="apt-get install qemu-user-static"):
         prepare_host()
 
@@ -338,7 +341,7 @@ def test_refuses_when_qemu_is_not_registered(monkeypatch, tmp_path):
     calls = _as_root_on_x86(monkeypatch, tmp_path)
     with pytest.raises(EmulationUnavailable, match="not registered"):
         prepare_host()
-    assert ["update-binfmts", "--enable", armcheck.QEMU_ENTRY] in calls  # it tried first
+    assert ["update-binfmts", "--enable", emulation.QEMU_ENTRY] in calls  # it tried first
 
 
 def test_a_host_that_can_emulate(monkeypatch, tmp_path):
@@ -351,8 +354,8 @@ def test_a_host_that_can_emulate(monkeypatch, tmp_path):
 
 
 def test_cli_refusal_is_one_line(monkeypatch, capsys, artifacts, synthetic_root):
-    monkeypatch.setattr(armcheck.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(armcheck.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(emulation.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(emulation.platform, "machine", lambda: "x86_64")
     art = artifacts[("onnx", "int8")].artifact
     with pytest.raises(SystemExit) as exc:
         main(["device-check", str(art), "--data", str(synthetic_root), "--limit", "2"])
@@ -384,7 +387,7 @@ def test_config_mistakes_fail_before_any_work(artifacts, synthetic_root):
 def test_debian_mirror_from_apt_sources(tmp_path):
     apt = tmp_path / "apt"
     (apt / "sources.list.d").mkdir(parents=True)
-    assert debian_mirror(apt) == armcheck.DEFAULT_MIRROR
+    assert debian_mirror(apt) == emulation.DEFAULT_MIRROR
     (apt / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
         "Components: main\n\nTypes: deb\n# a comment\nURIs: http://mirror.example/debian\n"
@@ -396,8 +399,8 @@ def test_debian_mirror_from_apt_sources(tmp_path):
 
 
 def test_base_requirements_are_the_base_install_with_this_hosts_onnxruntime():
-    reqs = armcheck.base_requirements()
-    names = {armcheck._requirement_name(r) for r in reqs}
+    reqs = emulation.base_requirements()
+    names = {emulation._requirement_name(r) for r in reqs}
     assert names == {"numpy", "pillow", "onnxruntime", "typer", "rich"}  # no torch: light
     assert f"onnxruntime=={importlib.metadata.version('onnxruntime')}" in reqs
 
@@ -411,17 +414,17 @@ def test_wheel_requires_drops_marked_dependencies(tmp_path):
             'Requires-Dist: nvidia-cudnn-cu12==9.10.2.21; platform_machine == "x86_64"\n'
             'Requires-Dist: optree>=0.13.0; extra == "optree"\n',
         )
-    assert armcheck._wheel_requires(wheel) == ["filelock", "sympy>=1.13.3"]
+    assert emulation._wheel_requires(wheel) == ["filelock", "sympy>=1.13.3"]
 
 
 def test_source_hash_follows_the_sources_only(tmp_path):
     (tmp_path / "edgerobust").mkdir()
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'edgerobust'\n")
     (tmp_path / "edgerobust" / "a.py").write_text("x = 1\n")
-    h = armcheck.source_hash(tmp_path)
+    h = emulation.source_hash(tmp_path)
     (tmp_path / "edgerobust" / "__pycache__").mkdir()
     (tmp_path / "edgerobust" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
     (tmp_path / "notes.txt").write_text("not packaged")
-    assert armcheck.source_hash(tmp_path) == h
+    assert emulation.source_hash(tmp_path) == h
     (tmp_path / "edgerobust" / "a.py").write_text("x = 2\n")
-    assert armcheck.source_hash(tmp_path) != h
+    assert emulation.source_hash(tmp_path) != h

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgerobust.armcheck import DeviceCheckConfig, device_check, emulation_problem
+from edgerobust.device.check import DeviceCheckConfig, device_check
+from edgerobust.device.emulation import emulation_problem
 from edgerobust.runtimes import read_manifest
 
 pytestmark = pytest.mark.arm

@@ -1,4 +1,4 @@
-"""edgerobust.checkpoint: one safetensors file = weights + spec; round trips; never pickle."""
+"""edgerobust.models.checkpoint: one safetensors file = weights + spec; round trips; never pickle."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from edgerobust.checkpoint import (
+from edgerobust.errors import CheckpointError
+from edgerobust.models.build import build_model, count_params, layer_widths
+from edgerobust.models.checkpoint import (
     SPEC_KEY,
     ModelSpec,
     load_checkpoint,
     read_spec,
     save_checkpoint,
 )
-from edgerobust.errors import CheckpointError
-from edgerobust.models import build_model, count_params, layer_widths
 from edgerobust.runtimes.manifest import sha256_file
 
 CLASSES = tuple(f"c{i}" for i in range(6))
@@ -120,7 +120,7 @@ def test_widths_missing_from_spec_is_a_checkpoint_error(tmp_path):
 
 
 def test_int8_round_trip_is_bit_identical(tmp_path):
-    from edgerobust.quantize import calibrate, convert_prepared, prepare_ptsq
+    from edgerobust.compress.quantize import calibrate, convert_prepared, prepare_ptsq
 
     model = _trained_like()
     prepared = prepare_ptsq(model, "x86")

@@ -1,4 +1,4 @@
-"""edgerobust.distill: the KD loss is the paper's eq. 5, the teacher stays frozen, the student
+"""edgerobust.compress.distill: the KD loss is the paper's eq. 5, the teacher stays frozen, the student
 checkpoint is an ordinary one that exports and runs everywhere, and bad pairs fail clearly."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgerobust.checkpoint import load_checkpoint
 from edgerobust.cli import main
+from edgerobust.compress.distill import DistillConfig, distill, kd_loss, teacher_logits
 from edgerobust.data import decode_domain, open_dataset, origin_images
-from edgerobust.distill import DistillConfig, distill, kd_loss, teacher_logits
 from edgerobust.errors import ConfigError
 from edgerobust.exporters import ExportRequest, export
+from edgerobust.models.checkpoint import load_checkpoint
 from edgerobust.progress import ListReporter
 from edgerobust.runtimes import open_artifact
 from edgerobust.runtimes.manifest import sha256_file
@@ -218,7 +218,7 @@ def test_int8_teacher_is_refused(int8_checkpoint, trained, synthetic_root, tmp_p
 
 
 def test_student_exports_everywhere_and_runs_in_both_runtimes(distilled, synthetic_root, tmp_path):
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
     from edgerobust.evaluate import EvalConfig, evaluate
 
     ckpt = load_checkpoint(distilled["checkpoint"])

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from edgerobust.checkpoint import load_checkpoint
 from edgerobust.data import decode_domain, open_dataset
+from edgerobust.data.synthetic import make_synthetic
 from edgerobust.errors import ConfigError, DataError
 from edgerobust.evaluate import EvalConfig, evaluate, percentiles, wilson_interval
-from edgerobust.synthetic import make_synthetic
+from edgerobust.models.checkpoint import load_checkpoint
 from edgerobust.train import accuracy
 
 

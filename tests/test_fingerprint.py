@@ -1,4 +1,4 @@
-"""edgerobust.fingerprint: which CPU ran a measurement, and whether int8 can be fast on it.
+"""edgerobust.evaluate.fingerprint: which CPU ran a measurement, and whether int8 can be fast on it.
 
 The samples are /proc/cpuinfo as these machines print it (serial numbers made up, cores trimmed).
 """
@@ -9,7 +9,7 @@ import platform
 
 import pytest
 
-from edgerobust.fingerprint import (
+from edgerobust.evaluate.fingerprint import (
     INTERESTING_FLAGS,
     cpu_identity,
     host_fingerprint,

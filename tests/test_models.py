@@ -1,4 +1,4 @@
-"""edgerobust.models: the registry, normalization inside the model, and loading pretrained weights."""
+"""edgerobust.models.build: the registry, normalization inside the model, and loading pretrained weights."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import torch
 import torchvision
 
 from edgerobust.errors import CheckpointError, ConfigError
-from edgerobust.models import (
+from edgerobust.models import get_arch, list_archs, register_arch
+from edgerobust.models.build import (
     Classifier,
     build_model,
     count_params,
     create_model,
-    get_arch,
     layer_widths,
-    list_archs,
     load_pretrained,
-    register_arch,
 )
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")

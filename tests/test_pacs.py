@@ -38,10 +38,10 @@ def test_pacs_end_to_end_through_onnx(tmp_path):
     the real-data path (JPEG decoding at 227 -> 32 px, split, export parity, eval) end to end."""
     import torch
 
-    from edgerobust.checkpoint import ModelSpec, save_checkpoint
     from edgerobust.evaluate import EvalConfig, evaluate
     from edgerobust.exporters import ExportRequest, export
-    from edgerobust.models import build_model
+    from edgerobust.models.build import build_model
+    from edgerobust.models.checkpoint import ModelSpec, save_checkpoint
 
     torch.manual_seed(0)
     model = build_model("tinyresnet", len(CLASSES)).eval()

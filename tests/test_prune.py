@@ -1,4 +1,4 @@
-"""edgerobust.prune: filters really go, residual channels stay consistent, the parameter target
+"""edgerobust.compress.prune: filters really go, residual channels stay consistent, the parameter target
 is met, the checkpoint rebuilds from its spec, and the pruned model survives every exporter and
 runtime."""
 
@@ -15,14 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgerobust.checkpoint import load_checkpoint, read_spec
 from edgerobust.cli import main
-from edgerobust.data import origin_images
-from edgerobust.errors import ConfigError
-from edgerobust.exporters import ExportRequest, export
-from edgerobust.models import build_model, count_params, layer_widths
-from edgerobust.progress import ListReporter
-from edgerobust.prune import (
+from edgerobust.compress.prune import (
     PruneConfig,
     parse_count,
     plan_pruning,
@@ -30,6 +24,12 @@ from edgerobust.prune import (
     prune_model,
     search_sensitivity,
 )
+from edgerobust.data import origin_images
+from edgerobust.errors import ConfigError
+from edgerobust.exporters import ExportRequest, export
+from edgerobust.models.build import build_model, count_params, layer_widths
+from edgerobust.models.checkpoint import load_checkpoint, read_spec
+from edgerobust.progress import ListReporter
 from edgerobust.runtimes import open_artifact
 from edgerobust.runtimes.manifest import sha256_file
 from edgerobust.runtimes.preprocess import to_input
@@ -326,7 +326,7 @@ def test_retraining_resumes(trained, tmp_path):
 def test_pruned_model_exports_everywhere_and_runs_in_both_runtimes(
     pruned, synthetic_root, tmp_path
 ):
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
     from edgerobust.evaluate import EvalConfig, evaluate
 
     ckpt = load_checkpoint(pruned["checkpoint"])

@@ -1,4 +1,4 @@
-"""edgerobust.quantize + compress: eager PTSQ int8 and the int8 checkpoint."""
+"""edgerobust.compress.quantize + compress: eager PTSQ int8 and the int8 checkpoint."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgerobust.checkpoint import load_checkpoint, read_spec
-from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
+from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
 from edgerobust.data import decode_domain, open_dataset
 from edgerobust.errors import ConfigError
-from edgerobust.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+from edgerobust.models.checkpoint import load_checkpoint, read_spec
 from edgerobust.runtimes.preprocess import to_input
 
 

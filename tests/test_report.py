@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 
 from edgerobust.errors import ConfigError
-from edgerobust.report import (
-    Acc,
-    Models,
-    ReportConfig,
-    load_records,
-    pareto_front,
-    pooled,
-    write_report,
-)
+from edgerobust.report import ReportConfig, write_report
+from edgerobust.report.cells import Acc, pooled
+from edgerobust.report.plots import pareto_front
+from edgerobust.report.records import Models, load_records
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 LABEL = r"(direct|transfer|blackbox)"
@@ -262,7 +257,7 @@ def test_cli_report(tmp_path):
 def test_attack_record_figures_go_to_the_target_they_measured():
     """An ``edgerobust attack`` record on an int8 model: the fp32 source is attacked directly,
     the int8 model and artifacts only get transferred adversarials (and S&P, black-box)."""
-    from edgerobust.report import attack_target_entries
+    from edgerobust.report.records import attack_target_entries
 
     rec = json.loads((Path(__file__).parent / "fixtures" / "attack-int8-heavy.json").read_text())
     figures = attack_target_entries(rec)
@@ -291,7 +286,8 @@ def test_attack_record_figures_go_to_the_target_they_measured():
 
 
 def test_target_notes_say_when_targets_were_sampled(report):
-    from edgerobust.report import Models, load_records, table2, table3
+    from edgerobust.report.records import Models, load_records
+    from edgerobust.report.tables import table2, table3
 
     assert "every image of each target domain" in " ".join(table(report, "table2").notes).lower()
     records = load_records(FIXTURES)
@@ -305,7 +301,7 @@ def test_target_notes_say_when_targets_were_sampled(report):
 
 def test_a_study_folder_reports_only_its_latest_plan(tmp_path):
     """Stage folders an earlier plan left behind (a setting changed since) are not reported."""
-    from edgerobust.report import load_records
+    from edgerobust.report.records import load_records
 
     train = next(
         p for p in FIXTURES.rglob("*.json") if json.loads(p.read_text())["record"] == "train"

@@ -1,4 +1,5 @@
-"""edgerobust.runner: stage keys, caching, exact reruns, failures, parallel jobs, kill -9 + resume.
+"""edgerobust.study (plan, store, scheduler): stage keys, caching, exact reruns, failures,
+parallel jobs, kill -9 + resume.
 
 One tiny study (tinyresnet, 32 x 32 synthetic images, a few epochs) is run once per module and
 compared with interrupted, changed, failing and parallel runs of the same study.
@@ -17,16 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from edgerobust.runner import (
-    DONE,
-    INCOMPLETE,
-    RunConfig,
-    StageKind,
-    load_output,
-    plan_study,
-    run_study,
-)
-from edgerobust.study import parse_study, tomllib
+from edgerobust.study.plan import plan_study
+from edgerobust.study.scheduler import RunConfig, run_study
+from edgerobust.study.spec import parse_study, tomllib
+from edgerobust.study.stage import StageKind
+from edgerobust.study.store import DONE, INCOMPLETE, load_output
 
 STUDY = """
 [study]
@@ -170,7 +166,7 @@ def _artifact_digest(path: Path) -> str:
 
 def results_of(out: Path, study: Path) -> dict[str, dict]:
     """What must not depend on interruptions: every stage's measured figures and weights."""
-    from edgerobust.study import load_study
+    from edgerobust.study.spec import load_study
 
     results = {}
     for stage in plan_study(load_study(study)).stages:
@@ -261,7 +257,7 @@ def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_results(finish
 def test_a_failed_stage_skips_its_dependents_and_the_rest_completes(
     tmp_path, synthetic_root, monkeypatch
 ):
-    from edgerobust import runner
+    from edgerobust.study import stage as runner
 
     def boom(settings, inputs, out, rep):
         raise RuntimeError("boom: the calibration exploded")
@@ -299,7 +295,7 @@ def test_a_failed_int8_model_does_not_stop_its_parent_being_attacked(
 ):
     """The replay targets of an attack stage are optional: when PTSQ fails the fp32 model is
     still attacked (and replayed on what exists); once PTSQ works, the attack runs again."""
-    from edgerobust import runner
+    from edgerobust.study import stage as runner
 
     def boom(settings, inputs, out, rep):
         raise RuntimeError("boom: the calibration exploded")
@@ -367,7 +363,8 @@ def test_study_attacks_craft_once_per_model_and_measure_every_deployed_version(
     """White-box: one stage per fp32 model and strength, replaying onto its int8 versions (torch
     PTSQ, ONNX int8 artifact: transfer). Salt&Pepper: against every artifact (blackbox)."""
     from edgerobust.evaluate import EvalConfig, evaluate
-    from edgerobust.report import Models, ReportConfig, load_records, write_report
+    from edgerobust.report import ReportConfig, write_report
+    from edgerobust.report.records import Models, load_records
 
     text = STUDY + (  # limit 10: the whole validation split of studio
         '\n[attack]\nattacks = ["fgsm", "saltpepper"]\nlimit = 10\nsaltpepper_steps = 30\n'

@@ -1,4 +1,4 @@
-"""edgerobust.study: parsing and validating study files; one clear line per mistake."""
+"""edgerobust.study.spec: parsing and validating study files; one clear line per mistake."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgerobust.errors import ConfigError
-from edgerobust.study import load_study, parse_prune_target
+from edgerobust.study.spec import load_study, parse_prune_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACS = REPO_ROOT.parent / "shared" / "data" / "pacs" / "PACS"

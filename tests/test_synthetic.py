@@ -1,4 +1,4 @@
-"""edgerobust.synthetic: reproducible domains, and a real distribution shift between them."""
+"""edgerobust.data.synthetic: reproducible domains, and a real distribution shift between them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgerobust.data import decode_domain, open_dataset
+from edgerobust.data.synthetic import CLASSES, DOMAINS, make_image, make_synthetic
 from edgerobust.errors import ConfigError
-from edgerobust.synthetic import CLASSES, DOMAINS, make_image, make_synthetic
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -57,7 +57,7 @@ def test_training_on_studio_does_clearly_worse_on_the_other_domains(tmp_path):
     the shift disappears (e.g. if the domains were rendered alike) or if the model does not
     learn.
     """
-    from edgerobust.checkpoint import load_checkpoint
+    from edgerobust.models.checkpoint import load_checkpoint
     from edgerobust.train import TrainConfig, accuracy, train
 
     root = make_synthetic(tmp_path / "shift", per_class=30, size=32)

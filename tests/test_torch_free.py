@@ -93,7 +93,7 @@ def test_host_commands_name_the_extra(trained, tmp_path):
 def test_device_modules_do_not_import_torch():
     proc = _child(
         "import sys, edgerobust.runtimes, edgerobust.evaluate, edgerobust.data, edgerobust.cli\n"
-        "import edgerobust.fingerprint, edgerobust.runtimes.preprocess\n"
+        "import edgerobust.evaluate.fingerprint, edgerobust.runtimes.preprocess\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision'}))\n"
     )
     assert proc.returncode == 0, proc.stderr

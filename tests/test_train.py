@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from edgerobust.checkpoint import load_checkpoint
 from edgerobust.data import decode_domain, open_dataset
 from edgerobust.errors import ConfigError, DataError
+from edgerobust.models.checkpoint import load_checkpoint
 from edgerobust.progress import ListReporter
 from edgerobust.train import TrainConfig, accuracy, batches, train
 

@@ -178,9 +178,9 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
         resolve_device,
         torch_numpy_model,
     )
-    from edgerobust.checkpoint import load_checkpoint
     from edgerobust.data import decode_domain, open_dataset
     from edgerobust.evaluate import check_classes
+    from edgerobust.models.checkpoint import load_checkpoint
     from edgerobust.runtimes import open_artifact
     from edgerobust.runtimes.manifest import atomic_write_json
     from edgerobust.runtimes.preprocess import to_input

@@ -39,10 +39,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, cache_env: Path) -> Tiny:
     """``cache_env`` (tests/conftest.py) keeps decoded images out of $HOME."""
     pytest.importorskip("torch")
     pytest.importorskip("foolbox")
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.quantize import host_engine
+    from edgerobust.data.synthetic import make_synthetic
     from edgerobust.exporters import ExportRequest, export
-    from edgerobust.quantize import host_engine
-    from edgerobust.synthetic import make_synthetic
     from edgerobust.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("tiny-attacks")

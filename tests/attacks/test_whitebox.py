@@ -113,8 +113,8 @@ def test_parse_attacks() -> None:
 
 @pytest.fixture(scope="module")
 def batch(tiny):
-    from edgerobust.checkpoint import load_checkpoint
     from edgerobust.data import decode_domain, open_dataset
+    from edgerobust.models.checkpoint import load_checkpoint
     from edgerobust.runtimes.preprocess import to_input
 
     ck = load_checkpoint(tiny.fp32)
@@ -161,7 +161,7 @@ def test_int8_model_is_never_attacked_with_gradients(tiny, batch) -> None:
     import torch
 
     from edgerobust.attacks.whitebox import craft, is_quantized
-    from edgerobust.checkpoint import load_checkpoint
+    from edgerobust.models.checkpoint import load_checkpoint
 
     _, x, y = batch
     int8 = load_checkpoint(tiny.int8)
@@ -248,7 +248,7 @@ def test_limit_is_a_seeded_recorded_sample(tiny, fast) -> None:
 
 
 def test_int8_gets_transfer_never_direct(tiny, fast) -> None:
-    from edgerobust.checkpoint import read_spec
+    from edgerobust.models.checkpoint import read_spec
 
     rec = _run(fast, tiny.int8, strength="heavy", limit=6, artifacts=(str(tiny.onnx_int8),))
     names = [t["name"] for t in rec["targets"]]
@@ -306,7 +306,7 @@ def _rewrite_origin(src, dst, **origin):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from edgerobust.checkpoint import SPEC_KEY, resolve
+    from edgerobust.models.checkpoint import SPEC_KEY, resolve
 
     path = resolve(src)
     with safe_open(str(path), framework="pt") as f:

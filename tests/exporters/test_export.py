@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgerobust.checkpoint import load_checkpoint
 from edgerobust.data import origin_images
 from edgerobust.errors import ConfigError, ParityError
 from edgerobust.exporters import ExportRequest, export
 from edgerobust.exporters.onnx import op_counts
 from edgerobust.exporters.parity import ParityBar, compare
+from edgerobust.models.checkpoint import load_checkpoint
 from edgerobust.runtimes import open_artifact
 from edgerobust.runtimes.manifest import sha256_file
 from edgerobust.runtimes.ort import OnnxRuntime

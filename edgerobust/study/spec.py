@@ -1,6 +1,6 @@
 """Study files: one TOML file names the whole grid of a paper-style experiment.
 
-    >>> from edgerobust.study import load_study
+    >>> from edgerobust.study.spec import load_study
     >>> study = load_study("configs/quickstart.toml")
     >>> study.train.archs, study.export.formats
 
@@ -46,7 +46,7 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     bases = ["resnet34"]          # baselines to prune (each must be in train.archs)
     targets = ["resnet18", "4.51M", 0.5]   # an arch's size, a parameter count, or a sensitivity
     epochs = 8                    # retraining (0: prune only); default train.epochs
-    lr = 1e-3                     # default: the paper's per arch (edgerobust.prune.PAPER_LR)
+    lr = 1e-3                     # default: the paper's per arch (edgerobust.compress.prune.PAPER_LR)
     lr_gamma = 0.1                # lr factor at 70 % of the epochs; default: the paper's per arch
     batch_size = 8                # momentum, weight_decay (1e-4), augment likewise
 
@@ -99,21 +99,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerobust.attacks import list_attacks
 from edgerobust.errors import ConfigError
+from edgerobust.exporters import list_exporters
+from edgerobust.models import list_archs
+from edgerobust.runtimes import default_runtime, list_runtimes
+from edgerobust.runtimes import get as get_runtime
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 gets the same parser from PyPI (a base dependency there)
     import tomli as tomllib
 
-ARCH_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "tinyresnet")
-FORMATS = ("onnx", "torchscript", "ptl")
 PRECISIONS = ("fp32", "int8")
 ENGINES = ("x86", "fbgemm", "qnnpack")
-RUNTIMES = {"onnxruntime": "onnx", "torchscript": "torchscript", "ptl": "ptl"}  # runtime -> format
 QUANTIZABLE = ("baseline", "pruned", "distilled")
 ATTACKABLE = ("baseline", "pruned", "distilled", "int8")
-ATTACKS = ("fgsm", "pgd", "deepfool", "cw", "ddn", "ead", "saltpepper")
 STRENGTHS = ("light", "heavy")
 # The paper's Salt&Pepper budgets (L2, pixels in [0, 1]): light 1, heavy 15.
 SALTPEPPER_EPS = {"light": 1.0, "heavy": 15.0}
@@ -128,7 +129,7 @@ SYNTHETIC_CLASSES = 10
 class PruneTarget:
     """How small a pruned model must be: a parameter count, an arch's size, or a sensitivity.
 
-    The sensitivity ``s`` in (0, 1) is :mod:`edgerobust.prune`'s one knob: each ResNet stage
+    The sensitivity ``s`` in (0, 1) is :mod:`edgerobust.compress.prune`'s one knob: each ResNet stage
     ``k`` loses the fraction ``s * w_k`` of its channels (``--ratio`` of ``compress prune``).
     """
 
@@ -435,7 +436,7 @@ def parse_prune_target(v: Any, key: str, where: str) -> PruneTarget:
             return PruneTarget(text=_count_label(int(v)), params=int(v))
         raise ConfigError(f"{where}: {key}: {what}, got {v!r}")
     if isinstance(v, str):
-        if v in ARCH_NAMES:
+        if v in list_archs():
             return PruneTarget(text=v, arch=v)
         m = _COUNT.match(v)
         if m:
@@ -528,7 +529,7 @@ def parse_study(
                 ds_t.fail(f"dataset.sources[{i}]", f"{s!r} is not in dataset.domains")
 
     tr = root.table("train", required=True)
-    arch = tr.string(ARCH_NAMES)
+    arch = tr.string(tuple(list_archs()))
     train = TrainSpec(
         archs=tr.get("archs", tr.array(arch)),
         image_size=tr.get("image_size", tr.integer(16, 1024), 224),
@@ -594,7 +595,7 @@ def parse_study(
     ex = root.table("export")
     if ex is not None:
         export = ExportSpec(
-            formats=ex.get("formats", ex.array(ex.string(FORMATS)), ("onnx",)),
+            formats=ex.get("formats", ex.array(ex.string(tuple(list_exporters()))), ("onnx",)),
             precisions=ex.get("precisions", ex.array(ex.string(PRECISIONS)), ("fp32",)),
             force=ex.get("force", ex.boolean(), False),
             min_agreement=ex.get("min_agreement", ex.number(0.0, 1.0), 0.98),
@@ -611,17 +612,17 @@ def parse_study(
         if export is None:
             et.fail("eval", "needs an [export] table: eval-device measures exported artifacts")
         ev = EvalSpec(
-            runtimes=et.get("runtimes", et.array(et.string(tuple(RUNTIMES)))),
+            runtimes=et.get("runtimes", et.array(et.string(tuple(list_runtimes())))),
             threads=et.get("threads", et.array(et.integer(1, 1024)), (1,)),
             limit=et.get("limit", et.integer(0), 0),
             batch_size=et.get("batch_size", et.integer(1), 16),
             latency_runs=et.get("latency_runs", et.integer(1), 100),
             warmup=et.get("warmup", et.integer(0), 10),
         )
-        ran = {RUNTIMES[r] for r in ev.runtimes}
+        ran = {f for r in ev.runtimes for f in get_runtime(r).formats}
         for fmt in export.formats:
             if fmt not in ran:
-                runtime = next(r for r, f in RUNTIMES.items() if f == fmt)
+                runtime = default_runtime(fmt)
                 et.fail(
                     "eval.runtimes", f"no runtime runs the exported {fmt!r} format: add {runtime!r}"
                 )
@@ -629,7 +630,7 @@ def parse_study(
     at = root.table("attack")
     if at is not None:
         attack = AttackSpec(
-            attacks=at.get("attacks", at.array(at.string(ATTACKS))),
+            attacks=at.get("attacks", at.array(at.string(tuple(list_attacks())))),
             strengths=at.get("strengths", at.array(at.string(STRENGTHS)), STRENGTHS),
             sources=at.get("sources", at.array(at.string(dataset.sources), non_empty=False), ()),
             models=at.get("models", at.array(at.string(ATTACKABLE)), ATTACKABLE),
@@ -686,8 +687,8 @@ def _pair(v: Any, key: str, where: str, trained: tuple[str, ...]) -> DistillPair
         )
     t = _Table(v, key, where)
     pair = DistillPair(
-        teacher=t.get("teacher", t.string(ARCH_NAMES)),
-        student=t.get("student", t.string(ARCH_NAMES)),
+        teacher=t.get("teacher", t.string(tuple(list_archs()))),
+        student=t.get("student", t.string(tuple(list_archs()))),
     )
     t.finish()
     if pair.teacher not in trained:

@@ -33,7 +33,7 @@ from edgerobust.data import (
     open_dataset,
 )
 from edgerobust.errors import ConfigError, DataError
-from edgerobust.fingerprint import host_fingerprint
+from edgerobust.evaluate.fingerprint import host_fingerprint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes import Runtime, open_artifact
 from edgerobust.runtimes.manifest import atomic_write_bytes, atomic_write_json

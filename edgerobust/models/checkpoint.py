@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgerobust.errors import CheckpointError
-from edgerobust.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from edgerobust.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model
 from edgerobust.runtimes.manifest import atomic_write_bytes, sha256_file
 
 SPEC_KEY = "edgerobust.spec"
@@ -145,7 +145,7 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> Checkpoint:
         spec.arch, spec.num_classes, widths=spec.widths, mean=spec.mean, std=spec.std
     )
     if spec.quant:
-        from edgerobust.quantize import convert_prepared, prepare_ptsq
+        from edgerobust.compress.quantize import convert_prepared, prepare_ptsq
 
         model = prepare_ptsq(model, spec.quant["engine"])
         _load_state(model, state, path)

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgerobust.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from edgerobust.data import origin_split, spread_batches
 from edgerobust.errors import ConfigError
+from edgerobust.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes.manifest import atomic_write_json
 
@@ -37,8 +37,8 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     """
     import torch
 
+    from edgerobust.compress.quantize import calibrate, check_engine, convert_prepared, prepare_ptsq
     from edgerobust.exporters import DEFAULT_MIN_AGREEMENT
-    from edgerobust.quantize import calibrate, check_engine, convert_prepared, prepare_ptsq
     from edgerobust.train import predictions
 
     rep = reporter or NullReporter()

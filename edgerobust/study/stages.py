@@ -15,8 +15,8 @@ from typing import Any
 
 from edgerobust.errors import EdgeRobustError
 from edgerobust.progress import Reporter
-from edgerobust.runner import StageOutput, register_stage
 from edgerobust.runtimes.manifest import atomic_write_json
+from edgerobust.study.stage import StageOutput, register_stage
 
 
 class StageUnavailable(EdgeRobustError):
@@ -57,7 +57,7 @@ def synthetic_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """The built-in synthetic domains (studio, webcam, natural), generated into ``out/data``."""
-    from edgerobust.synthetic import CLASSES, DOMAINS, make_synthetic
+    from edgerobust.data.synthetic import CLASSES, DOMAINS, make_synthetic
 
     t = rep.task("synthetic domains", len(DOMAINS) * len(CLASSES) * settings["per_class"])
     root = make_synthetic(
@@ -118,7 +118,7 @@ def prune_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """``edgerobust compress prune`` (issue 3): L1 filter pruning of a baseline, then retraining."""
-    from edgerobust.prune import PruneConfig, prune_checkpoint
+    from edgerobust.compress.prune import PruneConfig, prune_checkpoint
 
     target = settings["target_params"]
     cfg = _config(
@@ -150,7 +150,7 @@ def distill_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """``edgerobust compress distill`` (issue 3): vanilla KD from a fine-tuned baseline."""
-    from edgerobust.distill import DistillConfig, distill
+    from edgerobust.compress.distill import DistillConfig, distill
 
     teacher = inputs["teacher"]
     cfg = _config(
@@ -184,7 +184,7 @@ def quantize_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
     """``edgerobust compress quantize``: eager PTSQ int8 for one engine."""
-    from edgerobust.compress import QuantizeConfig, quantize_checkpoint
+    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
 
     cfg = QuantizeConfig(
         checkpoint=inputs["model"].path("checkpoint"),

@@ -42,10 +42,15 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from edgerobust.checkpoint import CHECKPOINT_NAME, ModelSpec, load_checkpoint, save_checkpoint
 from edgerobust.data import DEFAULT_SEED, DEFAULT_VAL_FRACTION, open_dataset
 from edgerobust.errors import ConfigError
-from edgerobust.models import build_model, count_params, layer_widths
+from edgerobust.models.build import build_model, count_params, layer_widths
+from edgerobust.models.checkpoint import (
+    CHECKPOINT_NAME,
+    ModelSpec,
+    load_checkpoint,
+    save_checkpoint,
+)
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes.manifest import atomic_write_json
 

@@ -1,4 +1,4 @@
-"""Architectures: torchvision ResNets with normalization inside, in one registry.
+"""Building models: normalization inside, layer widths, pretrained weights (torch).
 
 Every model takes float32 NCHW RGB in [0, 1] and normalizes internally (first layer), so
 artifacts, attacks (``bounds=(0, 1)``) and device code feed raw pixels. The backbone is
@@ -11,16 +11,14 @@ Pruned models differ only in layer widths; :func:`build_model` rebuilds any of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.quantization import resnet as tvq
 
 from edgerobust.errors import CheckpointError, ConfigError
-from edgerobust.registry import Registry
+from edgerobust.models import get_arch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,56 +48,6 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
-
-
-@dataclass(frozen=True)
-class Arch:
-    """A registered architecture: how to build it and where its ImageNet weights come from."""
-
-    name: str
-    block: type
-    layers: tuple[int, ...]
-    imagenet: str | None  # name of torchvision's weights enum, e.g. "ResNet18_Weights"
-    width_divisor: int = 1  # >1 only for the test-sized model
-    description: str = ""
-
-    def build_backbone(self, num_classes: int) -> nn.Module:
-        net = tvq.QuantizableResNet(self.block, list(self.layers), num_classes=num_classes)
-        if self.width_divisor > 1:
-            apply_widths(net, scaled_widths(net, self.width_divisor))
-        return net
-
-
-ARCHS: Registry[Arch] = Registry("architecture")
-
-
-def register_arch(arch: Arch) -> Arch:
-    return ARCHS.add(arch.name, arch)
-
-
-def get_arch(name: str) -> Arch:
-    return ARCHS.get(name)
-
-
-def list_archs(pattern: str = "*") -> list[str]:
-    return ARCHS.list(pattern)
-
-
-_B, _BN = tvq.QuantizableBasicBlock, tvq.QuantizableBottleneck
-register_arch(Arch("resnet18", _B, (2, 2, 2, 2), "ResNet18_Weights", description="11.7 M params"))
-register_arch(Arch("resnet34", _B, (3, 4, 6, 3), "ResNet34_Weights", description="21.8 M params"))
-register_arch(Arch("resnet50", _BN, (3, 4, 6, 3), "ResNet50_Weights", description="25.6 M params"))
-register_arch(
-    Arch("resnet101", _BN, (3, 4, 23, 3), "ResNet101_Weights", description="44.5 M params")
-)
-register_arch(
-    Arch("resnet152", _BN, (3, 8, 36, 3), "ResNet152_Weights", description="60.2 M params")
-)
-# Same topology as ResNet-18 with one block per stage and 1/8 of the channels (about 80 k
-# parameters): small enough for tests and the CPU demo, built by the same code as the real ones.
-register_arch(
-    Arch("tinyresnet", _B, (1, 1, 1, 1), None, width_divisor=8, description="tests, demo")
-)
 
 
 # ----------------------------------------------------------------------------- layer widths

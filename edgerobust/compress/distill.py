@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgerobust.checkpoint import CHECKPOINT_NAME, ModelSpec, load_checkpoint
 from edgerobust.data import DEFAULT_SEED, DEFAULT_VAL_FRACTION, Images, open_dataset
 from edgerobust.errors import ConfigError
-from edgerobust.models import count_params, create_model, get_arch
+from edgerobust.models import get_arch
+from edgerobust.models.build import count_params, create_model
+from edgerobust.models.checkpoint import CHECKPOINT_NAME, ModelSpec, load_checkpoint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes.manifest import atomic_write_json
 

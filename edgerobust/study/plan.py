@@ -1,0 +1,422 @@
+"""Expanding a study into its stages: models, compressions, artifacts, evaluations, attacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgerobust.exporters import get_exporter
+from edgerobust.runtimes import default_runtime
+from edgerobust.runtimes import get as get_runtime
+
+# --------------------------------------------------------------------------- expansion
+from edgerobust.study import stages as _stages  # noqa: F401 - registers the stage kinds
+from edgerobust.study.spec import SALTPEPPER_EPS, Study
+from edgerobust.study.stage import Stage
+
+
+@dataclass
+class _Model:
+    """A checkpoint the study makes, and where it sits in the paper's tables."""
+
+    stage: Stage
+    label: str
+    base: str
+    method: str  # "-" | "FP" | "KD" | "PTSQ"
+    arch: str
+    compression: str  # baseline | pruned | distilled | int8
+    source: str
+    engine: str | None = None
+    parent: _Model | None = None
+
+    def meta(self) -> dict[str, Any]:
+        m = {
+            "source": self.source,
+            "model": self.label,
+            "base": self.base,
+            "method": self.method,
+            "arch": self.arch,
+            "compression": self.compression,
+        }
+        if self.engine:
+            m["engine"] = self.engine
+        if self.parent is not None:
+            m["parent_model"] = self.parent.label
+        return m
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The expanded study: stages in dependency order, plus notes on what was left out."""
+
+    study: Study
+    stages: tuple[Stage, ...]
+    notes: tuple[str, ...] = ()
+
+
+def num_classes(study: Study) -> int:
+    if study.dataset.kind == "synthetic":
+        from edgerobust.data.synthetic import CLASSES
+
+        return len(CLASSES)
+    from edgerobust.data import open_dataset
+
+    return len(open_dataset(study.dataset.path).classes)
+
+
+_PARAMS: dict[tuple[str, int], int] = {}
+
+
+def arch_params(arch: str, n_classes: int) -> int:
+    """Parameters of ``arch`` with an ``n_classes`` head (for prune targets named by arch)."""
+    if (arch, n_classes) not in _PARAMS:
+        from edgerobust.models.build import build_model, count_params
+
+        _PARAMS[(arch, n_classes)] = count_params(build_model(arch, n_classes))
+    return _PARAMS[(arch, n_classes)]
+
+
+def plan_study(study: Study) -> Plan:
+    """Expand a study into stages (dependencies first). Pure: runs and writes nothing."""
+    ds, tr = study.dataset, study.train
+    stages: dict[str, Stage] = {}
+    notes: list[str] = []
+
+    def add(stage: Stage) -> Stage:
+        return stages.setdefault(stage.key, stage)
+
+    data_deps: tuple[tuple[str, Stage], ...] = ()
+    data_settings: dict[str, Any] = {}
+    if ds.kind == "synthetic":
+        syn = add(
+            Stage(
+                "synthetic",
+                {"per_class": ds.per_class, "size": ds.size, "seed": ds.synthetic_seed},
+                label=f"{ds.per_class}/class {ds.size}px",
+            )
+        )
+        data_deps = (("data", syn),)
+    else:
+        data_settings = {"data": ds.path}
+    split = {"split_seed": ds.split_seed, "val_fraction": ds.val_fraction}
+    n_classes = num_classes(study) if study.prune else 0
+
+    models: list[_Model] = []
+    for source in ds.sources:
+        baselines: dict[str, _Model] = {}
+        for arch in tr.archs:
+            settings = {
+                **data_settings,
+                **split,
+                "source": source,
+                "arch": arch,
+                "image_size": tr.image_size,
+                "epochs": tr.epochs,
+                "lr": tr.lr,
+                "batch_size": tr.batch_size,
+                "momentum": tr.momentum,
+                "weight_decay": tr.weight_decay,
+                "weights": tr.weights,
+                "augment": tr.augment,
+                "device": tr.device,
+                "seed": study.study.seed,
+            }
+            label = f"{source}/{arch}"
+            m = _Model(
+                Stage("train", settings, data_deps, label),
+                arch,
+                arch,
+                "-",
+                arch,
+                "baseline",
+                source,
+            )
+            m = _with_meta(m)
+            add(m.stage)
+            baselines[arch] = m
+            models.append(m)
+        for p in study.prune:
+            for base in p.bases:
+                base_params = arch_params(base, n_classes)
+                for target in p.targets:
+                    params = target.params or (
+                        arch_params(target.arch, n_classes) if target.arch else None
+                    )
+                    if params is not None and params >= base_params:
+                        notes.append(
+                            f"prune {source}/{base} to {target.label}: left out, "
+                            f"{base} has only {base_params / 1e6:.2f}M parameters"
+                        )
+                        continue
+                    settings = {
+                        **data_settings,
+                        "target_params": params,
+                        "ratio": target.ratio,
+                        "epochs": p.epochs,
+                        "lr": p.lr,
+                        "lr_gamma": p.lr_gamma,
+                        "batch_size": p.batch_size,
+                        "momentum": p.momentum,
+                        "weight_decay": p.weight_decay,
+                        "augment": p.augment,
+                        "device": tr.device,
+                        "seed": study.study.seed,
+                    }
+                    label = f"{base}-fp-{target.label}"
+                    m = _with_meta(
+                        _Model(
+                            Stage(
+                                "prune",
+                                settings,
+                                (("model", baselines[base].stage), *data_deps),
+                                f"{source}/{label}",
+                            ),
+                            label,
+                            base,
+                            "FP",
+                            base,
+                            "pruned",
+                            source,
+                            parent=baselines[base],
+                        ),
+                        target=target.label,
+                    )
+                    add(m.stage)
+                    models.append(m)
+        if study.distill:
+            d = study.distill
+            for pair in d.pairs:
+                settings = {
+                    **data_settings,
+                    "student": pair.student,
+                    "alpha": d.alpha,
+                    "tau": d.tau,
+                    "epochs": d.epochs,
+                    "lr": d.lr,
+                    "batch_size": d.batch_size,
+                    "momentum": d.momentum,
+                    "weight_decay": d.weight_decay,
+                    "augment": d.augment,
+                    "student_weights": d.student_weights,
+                    "device": tr.device,
+                    "seed": study.study.seed,
+                }
+                label = f"{pair.teacher}-kd-{pair.student}"
+                m = _with_meta(
+                    _Model(
+                        Stage(
+                            "distill",
+                            settings,
+                            (("teacher", baselines[pair.teacher].stage), *data_deps),
+                            f"{source}/{label}",
+                        ),
+                        label,
+                        pair.teacher,
+                        "KD",
+                        pair.student,
+                        "distilled",
+                        source,
+                        parent=baselines[pair.teacher],
+                    ),
+                    teacher=pair.teacher,
+                )
+                add(m.stage)
+                models.append(m)
+
+    # PTSQ of the chosen fp32 models, one per engine.
+    int8: dict[tuple[str, str], _Model] = {}  # (fp32 model key, engine) -> int8 model
+    if study.quantize:
+        q = study.quantize
+        for m in [m for m in models if m.compression in q.models]:
+            for engine in q.engines:
+                label = f"{m.label}-int8-{engine}"
+                qm = _with_meta(
+                    _Model(
+                        Stage(
+                            "quantize",
+                            {"engine": engine, "calib_batches": q.calib_batches},
+                            (("model", m.stage),),
+                            f"{m.source}/{label}",
+                        ),
+                        label,
+                        m.base,
+                        "PTSQ",
+                        m.arch,
+                        "int8",
+                        m.source,
+                        engine=engine,
+                        parent=m,
+                    )
+                )
+                add(qm.stage)
+                int8[(m.stage.key, engine)] = qm
+
+    # Exports: fp32 of every model; int8 of the quantized ones (ONNX: onnxruntime QDQ from the
+    # fp32 checkpoint; TorchScript / lite: the PTSQ checkpoint of each engine).
+    artifacts: list[tuple[Stage, dict[str, Any]]] = []
+    if study.export:
+        e = study.export
+        common = {
+            "force": e.force,
+            "min_agreement": e.min_agreement,
+            "parity_images": e.parity_images,
+        }
+        for m in models:
+            for fmt in e.formats:
+                todo: list[tuple[_Model, str, str | None, dict[str, Any]]] = []
+                if "fp32" in e.precisions:
+                    todo.append((m, "fp32", None, m.meta()))
+                if (
+                    "int8" in e.precisions
+                    and study.quantize
+                    and m.compression in study.quantize.models
+                ):
+                    exporter = get_exporter(fmt)
+                    if exporter.int8 == "own":  # quantized by the exporter for its runtime
+                        meta = {
+                            **m.meta(),
+                            "model": f"{m.label}-int8-{default_runtime(fmt)}",
+                            "method": "PTSQ",
+                            "compression": "int8",
+                            "engine": exporter.int8_engine,
+                            "parent_model": m.label,
+                        }
+                        todo.append((m, "int8", None, meta))
+                    else:
+                        for engine in study.quantize.engines:
+                            qm = int8[(m.stage.key, engine)]
+                            todo.append((qm, "int8", engine, qm.meta()))
+                for src, quant, _engine, meta in todo:
+                    name = _safe(f"{meta['source']}-{meta['model']}-{fmt}-{quant}")
+                    meta = {**meta, "format": fmt, "precision": quant}
+                    stage = add(
+                        Stage(
+                            "export",
+                            {"format": fmt, "quant": quant, "name": name, **common},
+                            (("model", src.stage), *data_deps),
+                            f"{meta['source']}/{meta['model']} {fmt} {quant}",
+                            meta,
+                        )
+                    )
+                    artifacts.append((stage, meta))
+
+    if study.eval:
+        v = study.eval
+        for art, meta in artifacts:
+            for runtime in v.runtimes:
+                if meta["format"] not in get_runtime(runtime).formats:
+                    continue
+                for threads in v.threads:
+                    settings = {
+                        **data_settings,
+                        "runtime": runtime,
+                        "threads": threads,
+                        "domains": list(ds.domains) or None,
+                        "limit": v.limit or None,
+                        "batch_size": v.batch_size,
+                        "latency_runs": v.latency_runs,
+                        "warmup": v.warmup,
+                    }
+                    add(
+                        Stage(
+                            "eval-device",
+                            settings,
+                            (("artifact", art), *data_deps),
+                            f"{art.label} {runtime} x{threads}",
+                            {**meta, "runtime": runtime, "threads": threads},
+                        )
+                    )
+
+    if study.attack:
+        a = study.attack
+        sources = study.attack_sources
+        # White-box attacks run on PyTorch checkpoints: directly on the fp32 models. PTSQ models
+        # have no usable gradients, so the fp32 model's adversarials are replayed on its int8
+        # versions (torch PTSQ of each engine, the ONNX int8 artifact): label "transfer". One
+        # stage per fp32 model and strength crafts once and measures all of them side by side.
+        if a.whitebox:
+            children: dict[str, list[tuple[str, Stage]]] = {}
+            if "int8" in a.models:
+                for qm in int8.values():
+                    if qm.parent is not None:
+                        children.setdefault(qm.parent.stage.key, []).append(
+                            (f"replay:{qm.label}", qm.stage)
+                        )
+                fp32_by_label = {(m.source, m.label): m for m in models}
+                for art, meta in artifacts:
+                    parent = fp32_by_label.get((meta["source"], meta.get("parent_model")))
+                    if (
+                        meta["precision"] == "int8"
+                        and get_exporter(meta["format"]).int8 == "own"
+                        and parent
+                    ):
+                        children.setdefault(parent.stage.key, []).append(
+                            (f"artifact:{meta['model']}", art)
+                        )
+            for m in models:
+                if m.source not in sources:
+                    continue
+                replays = tuple(children.get(m.stage.key, ()))
+                if m.compression not in a.models and not replays:
+                    continue
+                # Both strengths in one stage: a minimisation attack (C&W, EAD, DeepFool, DDN)
+                # then searches once and is judged at every budget.
+                strength = "both" if {"light", "heavy"} <= set(a.strengths) else a.strengths[0]
+                settings = {
+                    **data_settings,
+                    **split,
+                    "attacks": list(a.whitebox),
+                    "strength": strength,
+                    "domain": m.source,
+                    "limit": a.limit or None,
+                    "batch_size": a.batch_size,
+                }
+                extra = f" (+ {len(replays)} int8)" if replays else ""
+                add(
+                    Stage(
+                        "attack",
+                        settings,
+                        (("model", m.stage), *replays, *data_deps),
+                        f"{m.source}/{m.label} {'+'.join(a.strengths)}{extra}",
+                        {**m.meta(), "strength": strength},
+                        optional=tuple(role for role, _ in replays),
+                    )
+                )
+        # Salt&Pepper is decision-based: it queries each exported artifact in its own runtime.
+        if "saltpepper" in a.attacks:
+            for art, meta in artifacts:
+                if meta["source"] not in sources or meta["compression"] not in a.models:
+                    continue
+                settings = {
+                    **data_settings,
+                    "runtime": default_runtime(meta["format"]),
+                    "threads": 1,
+                    "strengths": list(a.strengths),
+                    "epsilons": [SALTPEPPER_EPS[st] for st in a.strengths],
+                    "steps": a.saltpepper_steps,
+                    "stop": a.saltpepper_stop,
+                    "limit": a.limit or None,
+                    "batch_size": a.batch_size,
+                    "seed": 0,
+                }
+                add(
+                    Stage(
+                        "saltpepper",
+                        settings,
+                        (("artifact", art), *data_deps),
+                        art.label,
+                        dict(meta),
+                    )
+                )
+    return Plan(study, tuple(stages.values()), tuple(notes))
+
+
+def _with_meta(m: _Model, **extra: Any) -> _Model:
+    """Rebuild the model's stage with its study annotations attached."""
+    s = m.stage
+    m.stage = Stage(s.kind, s.settings, s.deps, s.label, {**m.meta(), **extra}, s.optional)
+    return m
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
