@@ -263,7 +263,9 @@ def test_a_failed_stage_skips_its_dependents_and_the_rest_completes(
         raise RuntimeError("boom: the calibration exploded")
 
     real = runner.get_stage_kind("quantize")
-    monkeypatch.setitem(runner._KINDS, "quantize", StageKind("quantize", boom, real.version))
+    monkeypatch.setitem(
+        runner.STAGE_KINDS._items, "quantize", StageKind("quantize", boom, real.version)
+    )
     study = write_study(tmp_path, synthetic_root)
     summary = run_study(RunConfig(str(study), out=str(tmp_path / "out")))
     assert not summary.ok
@@ -283,7 +285,7 @@ def test_a_failed_stage_skips_its_dependents_and_the_rest_completes(
     assert not (Path(failed.dir) / DONE).exists() and (Path(failed.dir) / "error.txt").is_file()
 
     # Fixed, the next run does exactly what is missing: the failed stage and its dependents.
-    monkeypatch.setitem(runner._KINDS, "quantize", real)
+    monkeypatch.setitem(runner.STAGE_KINDS._items, "quantize", real)
     again = run_study(RunConfig(str(study), out=str(tmp_path / "out")))
     assert again.ok, again.lines()
     assert {r.stage for r in again.by_status("ran")} == {failed.stage} | {s.stage for s in skipped}
@@ -301,7 +303,9 @@ def test_a_failed_int8_model_does_not_stop_its_parent_being_attacked(
         raise RuntimeError("boom: the calibration exploded")
 
     real = runner.get_stage_kind("quantize")
-    monkeypatch.setitem(runner._KINDS, "quantize", StageKind("quantize", boom, real.version))
+    monkeypatch.setitem(
+        runner.STAGE_KINDS._items, "quantize", StageKind("quantize", boom, real.version)
+    )
     text = STUDY + '\n[attack]\nattacks = ["fgsm"]\nstrengths = ["heavy"]\nlimit = 4\n'
     study = write_study(tmp_path, synthetic_root, text)
     out = tmp_path / "out"
@@ -313,7 +317,7 @@ def test_a_failed_int8_model_does_not_stop_its_parent_being_attacked(
     assert [t["role"] for t in rec["targets"]] == ["checkpoint", "artifact"]  # ONNX int8 only
     assert list(rec["study"]["missing_inputs"]) == ["replay:tinyresnet-int8-x86"]
 
-    monkeypatch.setitem(runner._KINDS, "quantize", real)
+    monkeypatch.setitem(runner.STAGE_KINDS._items, "quantize", real)
     again = run_study(RunConfig(str(study), out=str(out)))
     assert again.ok, again.lines()
     (attack,) = [r for r in again.results if r.stage.startswith("attack")]

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgerobust.errors import ConfigError
 from edgerobust.progress import Reporter
+from edgerobust.registry import Registry
 
 # --------------------------------------------------------------------------- stage kinds
 
@@ -30,7 +31,7 @@ class StageKind:
     exclusive: bool = False  # run alone: its timings must not compete with other stages
 
 
-_KINDS: dict[str, StageKind] = {}
+STAGE_KINDS: Registry[StageKind] = Registry("stage kind")
 
 
 def register_stage(
@@ -39,25 +40,18 @@ def register_stage(
     """Decorator registering a stage adapter; a duplicate name is an error."""
 
     def deco(fn: StageFn) -> StageFn:
-        if name in _KINDS:
-            raise ValueError(f"stage kind {name!r} is already registered")
-        _KINDS[name] = StageKind(name, fn, version, resumable, exclusive)
+        STAGE_KINDS.add(name, StageKind(name, fn, version, resumable, exclusive))
         return fn
 
     return deco
 
 
 def get_stage_kind(name: str) -> StageKind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown stage kind {name!r}: known are {', '.join(sorted(_KINDS))}"
-        ) from None
+    return STAGE_KINDS.get(name)
 
 
 def list_stage_kinds() -> list[str]:
-    return sorted(_KINDS)
+    return sorted(STAGE_KINDS)
 
 
 # --------------------------------------------------------------------------- stages
