@@ -32,6 +32,7 @@ from edgerobust.errors import ConfigError
 from edgerobust.models.build import count_params, create_model
 from edgerobust.models.checkpoint import CHECKPOINT_NAME, ModelSpec, save_checkpoint
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import TrainRecord
 from edgerobust.runtimes.manifest import atomic_write_json
 from edgerobust.runtimes.preprocess import to_input
 
@@ -212,29 +213,27 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         device=device,
         reporter=rep,
     )
-    record = {
-        "record": "train",
-        "record_version": 1,
-        "checkpoint": str(out / CHECKPOINT_NAME),
-        "arch": cfg.arch,
-        "params": count_params(model),
-        "source_domain": cfg.source,
-        "classes": list(ds.classes),
-        "split": {
+    record = TrainRecord(
+        checkpoint=str(out / CHECKPOINT_NAME),
+        arch=cfg.arch,
+        params=count_params(model),
+        source_domain=cfg.source,
+        classes=list(ds.classes),
+        split={
             "seed": cfg.split_seed,
             "val_fraction": cfg.val_fraction,
             "n_train": len(split.train),
             "n_val": len(split.val),
         },
-        "best_epoch": result.best_epoch,
-        "val_accuracy": result.best_acc,
-        "val_n": result.val_n,
-        "history": result.history,
-        "device": str(device),
-        "seconds_this_session": result.seconds,
-        "config": cfg.to_dict(),
-        "weights": weights_info,
-    }
+        best_epoch=result.best_epoch,
+        val_accuracy=result.best_acc,
+        val_n=result.val_n,
+        history=result.history,
+        device=str(device),
+        seconds_this_session=result.seconds,
+        config=cfg.to_dict(),
+        weights=weights_info,
+    ).to_dict()
     atomic_write_json(out / "train.json", record)
     return record
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from edgerobust.errors import ConfigError
+from edgerobust.records import EvalDeviceRecord, TrainRecord, read_record
 from edgerobust.report import ReportConfig, write_report
 from edgerobust.report.cells import Acc, pooled
 from edgerobust.report.plots import pareto_front
-from edgerobust.report.records import Models, load_records
+from edgerobust.report.records import Models, load_record_files, load_records
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 LABEL = r"(direct|transfer|blackbox)"
@@ -70,13 +72,13 @@ def test_table1_source_validation_accuracy(report):
         "Avg",
     )
     assert [r[1] for r in t.rows] == ["-", "FP", "KD"]  # baseline, pruned, distilled; no int8
-    train = [r for r in load_records(FIXTURES) if r["record"] == "train"]
+    train = [r for r in load_records(FIXTURES) if isinstance(r, TrainRecord)]
     baseline = t.rows[0]
-    by_source = {r["source_domain"]: r for r in train}
+    by_source = {r.source_domain: r for r in train}
     for i, source in ((5, "studio"), (6, "webcam")):
         cell = baseline[i]
-        assert cell.n == by_source[source]["val_n"]
-        assert cell.value == pytest.approx(by_source[source]["val_accuracy"])
+        assert cell.n == by_source[source].val_n
+        assert cell.value == pytest.approx(by_source[source].val_accuracy)
     assert baseline[7].n == baseline[5].n + baseline[6].n  # the average pools both sources
     pruned = t.rows[1]
     assert 0 < float(pruned[4]) < 100 and float(pruned[3]) < float(baseline[3])
@@ -204,7 +206,7 @@ def test_pareto_front_minimises_latency_and_maximises_accuracy():
     assert pareto_front([(1.0, 1.0)]) == [0]
     # the headline names the front of every runtime that was measured
     recs = load_records(FIXTURES)
-    runtimes = {r["runtime"]["runtime"] for r in recs if r["record"] == "eval-device"}
+    runtimes = {r.runtime["runtime"] for r in recs if isinstance(r, EvalDeviceRecord)}
     assert runtimes == {"onnxruntime", "ptl"}
     assert pooled([Acc(1, 2), None, Acc(3, 4)]) == Acc(4, 6)
 
@@ -224,17 +226,13 @@ def test_unfinished_stages_and_foreign_json_are_ignored(tmp_path):
 
 
 def test_records_without_a_study_block_are_placed_by_their_fields(tmp_path):
-    records = load_records(FIXTURES)
-    for r in records:
-        r.pop("study", None)
+    records = [dataclasses.replace(r, study=None) for r in load_records(FIXTURES)]
     kinds = {"train", "prune", "quantize", "eval-device"}
-    models = Models([r for r in records if r["record"] in kinds])
+    models = Models([r for r in records if r.KIND in kinds])
     labels = {(m.source, m.method) for m in models.models.values()}
     assert {("studio", "-"), ("studio", "FP"), ("studio", "PTSQ"), ("webcam", "-")} <= labels
     base = models.models[("studio", "tinyresnet")]
-    assert base.evals and all(
-        e["artifact"]["source"]["source_domain"] == "studio" for e in base.evals
-    )
+    assert base.evals and all(e.artifact["source"]["source_domain"] == "studio" for e in base.evals)
 
 
 def test_no_records_is_one_clear_error(tmp_path):
@@ -260,7 +258,8 @@ def test_attack_record_figures_go_to_the_target_they_measured():
     from edgerobust.report.records import attack_target_entries
 
     rec = json.loads((Path(__file__).parent / "fixtures" / "attack-int8-heavy.json").read_text())
-    figures = attack_target_entries(rec)
+    assert rec["record_version"] == 1  # before headline_eps: the sweep's last eps is the figure
+    figures = attack_target_entries(read_record(rec))
     roles = {t["name"]: t for t in rec["targets"]}
     assert set(figures) == set(roles)
     for target, entries in figures.items():
@@ -286,14 +285,15 @@ def test_attack_record_figures_go_to_the_target_they_measured():
 
 
 def test_target_notes_say_when_targets_were_sampled(report):
-    from edgerobust.report.records import Models, load_records
     from edgerobust.report.tables import table2, table3
 
     assert "every image of each target domain" in " ".join(table(report, "table2").notes).lower()
-    records = load_records(FIXTURES)
-    for rec in records:
-        if rec["record"] == "eval-device":
-            rec.setdefault("config", {})["limit"] = 400
+    records = [
+        dataclasses.replace(r, config={**r.config, "limit": 400})
+        if isinstance(r, EvalDeviceRecord)
+        else r
+        for r in load_records(FIXTURES)
+    ]
     models = Models(records)
     for t in (table2(models), table3(models)):
         assert "a seeded sample of up to 400 images" in " ".join(t.notes).lower()
@@ -301,16 +301,12 @@ def test_target_notes_say_when_targets_were_sampled(report):
 
 def test_a_study_folder_reports_only_its_latest_plan(tmp_path):
     """Stage folders an earlier plan left behind (a setting changed since) are not reported."""
-    from edgerobust.report.records import load_records
-
-    train = next(
-        p for p in FIXTURES.rglob("*.json") if json.loads(p.read_text())["record"] == "train"
-    )
+    train = next(FIXTURES.rglob("train.json"))
     for name in ("train-current", "train-stale"):
         (tmp_path / "stages" / name).mkdir(parents=True)
         (tmp_path / "stages" / name / "train.json").write_text(train.read_text())
     assert len(load_records(tmp_path)) == 2  # no summary.json: not a study folder, read it all
     summary = {"stages": [{"stage": "train x", "dir": "/elsewhere/stages/train-current"}]}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    (rec,) = load_records(tmp_path)
-    assert Path(rec["_path"]).parent.name == "train-current"
+    ((path, _),) = load_record_files(tmp_path)
+    assert path.parent.name == "train-current"

@@ -55,8 +55,9 @@ from edgerobust.attacks.sanity import (
 )
 from edgerobust.errors import ArtifactError, CheckpointError, ConfigError, DataError
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import AttackRecord
 
-RECORD_VERSION = 2  # 2: headline_eps per attack; averages keyed by strength; strength "both"
+RECORD_VERSION = AttackRecord.VERSION  # 2: headline_eps per attack; averages by strength
 
 BOTH = "both"  # --strength both: the light and heavy budgets in one sweep
 
@@ -343,16 +344,14 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     for figs in headlines.values():
         flags += check_blackbox_vs_whitebox(figs)
 
-    record = {
-        "record": "attack",
-        "record_version": RECORD_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "edgerobust": __version__,
-        "config": cfg.to_dict(),
-        "model": _ckpt_info(ck),
-        "source": source_name,
-        "device": _device_info(device),
-        "data": {
+    record = AttackRecord(
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        edgerobust=__version__,
+        config=cfg.to_dict(),
+        model=_ckpt_info(ck),
+        source=source_name,
+        device=_device_info(device),
+        data={
             "root": str(ds.root),
             "domain": domain,
             "split": "val",
@@ -365,7 +364,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
             "files": [dom.files[i] for i in idx],
             "unreadable_skipped": unreadable,
         },
-        "targets": [
+        targets=[
             {
                 "name": tg.name,
                 "kind": tg.kind,
@@ -375,13 +374,13 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
             }
             for tg in targets
         ],
-        "gradients": grad_summary,
-        "attacks": results,
-        "average_adversarial_accuracy": {
+        gradients=grad_summary,
+        attacks=results,
+        average_adversarial_accuracy={
             st: _average(figs, [tg.name for tg in targets]) for st, figs in headlines.items()
         },
-        "sanity": [f.to_dict() for f in flags],
-    }
+        sanity=[f.to_dict() for f in flags],
+    ).to_dict()
     if cfg.out:
         atomic_write_json(cfg.out, record)
     return record

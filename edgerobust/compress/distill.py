@@ -32,6 +32,7 @@ from edgerobust.models import get_arch
 from edgerobust.models.build import count_params, create_model
 from edgerobust.models.checkpoint import CHECKPOINT_NAME, ModelSpec, load_checkpoint
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import DistillRecord
 from edgerobust.runtimes.manifest import atomic_write_json
 
 LR_DECAY_AT = 0.7  # "divided the base LR by 5 at epoch 70" (of 100)
@@ -232,23 +233,21 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         objective=objective,
         reporter=rep,
     )
-    record = {
-        "record": "distill",
-        "record_version": 1,
-        "checkpoint": str(out / CHECKPOINT_NAME),
+    record = DistillRecord(
+        checkpoint=str(out / CHECKPOINT_NAME),
         **kd,
-        "teacher_logits_cached": cache is not None,
-        "source_domain": cfg.source,
-        "classes": list(ds.classes),
-        "val_accuracy_teacher": ct / max(nt, 1),
-        "best_epoch": result.best_epoch,
-        "val_accuracy": result.best_acc,
-        "val_n": result.val_n,
-        "history": result.history,
-        "device": str(device),
-        "seconds_this_session": result.seconds,
-        "config": cfg.to_dict(),
-    }
+        teacher_logits_cached=cache is not None,
+        source_domain=cfg.source,
+        classes=list(ds.classes),
+        val_accuracy_teacher=ct / max(nt, 1),
+        best_epoch=result.best_epoch,
+        val_accuracy=result.best_acc,
+        val_n=result.val_n,
+        history=result.history,
+        device=str(device),
+        seconds_this_session=result.seconds,
+        config=cfg.to_dict(),
+    ).to_dict()
     atomic_write_json(out / "distill.json", record)
     return record
 

@@ -52,6 +52,7 @@ from edgerobust.models.checkpoint import (
     save_checkpoint,
 )
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import PruneRecord
 from edgerobust.runtimes.manifest import atomic_write_json
 
 STAGE_WEIGHTS: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0)
@@ -621,32 +622,28 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         history, best_acc, best_epoch = result.history, result.best_acc, result.best_epoch
         val_n, seconds = result.val_n, result.seconds
 
-    record = {
-        "record": "prune",
-        "record_version": 1,
-        "checkpoint": str(out / CHECKPOINT_NAME),
-        "parent": str(parent.path),
-        "parent_sha256": parent.sha256,
-        "arch": arch,
+    record = PruneRecord(
+        checkpoint=str(out / CHECKPOINT_NAME),
+        parent=str(parent.path),
+        parent_sha256=parent.sha256,
+        arch=arch,
         **prune_info,
-        "layer_channel_ratios": {
-            n: round(a / b, 4) for n, (b, a) in summary.layer_channels.items()
-        },
-        "latency": "not inferred from parameter counts: export both models and compare their "
+        layer_channel_ratios={n: round(a / b, 4) for n, (b, a) in summary.layer_channels.items()},
+        latency="not inferred from parameter counts: export both models and compare their "
         "eval-device records (latency_ms) in each runtime",
-        "source_domain": source,
-        "classes": list(ds.classes),
-        "val_accuracy_before_retraining": c0 / max(n0, 1),
-        "best_epoch": best_epoch,
-        "val_accuracy": best_acc,
-        "val_n": val_n,
-        "lr": lr,
-        "lr_gamma": gamma,
-        "history": history,
-        "device": str(device),
-        "seconds_this_session": seconds,
-        "config": cfg.to_dict(),
-    }
+        source_domain=source,
+        classes=list(ds.classes),
+        val_accuracy_before_retraining=c0 / max(n0, 1),
+        best_epoch=best_epoch,
+        val_accuracy=best_acc,
+        val_n=val_n,
+        lr=lr,
+        lr_gamma=gamma,
+        history=history,
+        device=str(device),
+        seconds_this_session=seconds,
+        config=cfg.to_dict(),
+    ).to_dict()
     atomic_write_json(out / "prune.json", record)
     return record
 

@@ -14,6 +14,7 @@ from edgerobust.data import origin_split, spread_batches
 from edgerobust.errors import ConfigError
 from edgerobust.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import QuantizeRecord
 from edgerobust.runtimes.manifest import atomic_write_json
 
 
@@ -91,20 +92,18 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
             f"(the export gate asks {DEFAULT_MIN_AGREEMENT:.0%}): this model quantizes poorly; "
             "calibrate on more images (--calib-batches) or train it longer"
         )
-    record = {
-        "record": "quantize",
-        "record_version": 1,
-        "checkpoint": str(ckpt),
-        "parent": str(src.path),
-        "engine": cfg.engine,
-        "calibration_images": n_cal,
-        "source_domain": src.spec.origin.get("source_domain"),
-        "val_n": n8,
-        "val_accuracy_int8": c8 / max(n8, 1),
-        "val_accuracy_fp32": c32 / max(n32, 1),
-        "top1_agreement": agreement,
-        "warning": warning,
-        "config": cfg.to_dict(),
-    }
+    record = QuantizeRecord(
+        checkpoint=str(ckpt),
+        parent=str(src.path),
+        engine=cfg.engine,
+        calibration_images=n_cal,
+        source_domain=src.spec.origin.get("source_domain"),
+        val_n=n8,
+        val_accuracy_int8=c8 / max(n8, 1),
+        val_accuracy_fp32=c32 / max(n32, 1),
+        top1_agreement=agreement,
+        warning=warning,
+        config=cfg.to_dict(),
+    ).to_dict()
     atomic_write_json(out / "quantize.json", record)
     return record

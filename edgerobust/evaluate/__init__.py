@@ -35,11 +35,12 @@ from edgerobust.data import (
 from edgerobust.errors import ConfigError, DataError
 from edgerobust.evaluate.fingerprint import host_fingerprint
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import EvalDeviceRecord
 from edgerobust.runtimes import Runtime, open_artifact
 from edgerobust.runtimes.manifest import atomic_write_bytes, atomic_write_json
 from edgerobust.runtimes.preprocess import to_input
 
-RECORD_VERSION = 1
+RECORD_VERSION = EvalDeviceRecord.VERSION
 
 
 @dataclass(frozen=True)
@@ -290,12 +291,10 @@ def evaluate(
             rep.done(t)
     total_n = sum(r["n"] for r in results)
     total_s = sum(r["seconds"] for r in results)
-    record = {
-        "record": "eval-device",
-        "record_version": RECORD_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "edgerobust": __version__,
-        "artifact": {
+    record = EvalDeviceRecord(
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        edgerobust=__version__,
+        artifact={
             "path": str(Path(cfg.artifact)),
             "file": man.file,
             "format": man.format,
@@ -309,17 +308,17 @@ def evaluate(
             "source": dict(man.source),
             "parity": man.parity,
         },
-        "runtime": model.info(),
-        "host": host_fingerprint(),
-        "dataset": {"root": str(ds.root), "classes": list(ds.classes)},
-        "domains": results,
-        "latency_ms": latency,
-        "throughput": {
+        runtime=model.info(),
+        host=host_fingerprint(),
+        dataset={"root": str(ds.root), "classes": list(ds.classes)},
+        domains=results,
+        latency_ms=latency,
+        throughput={
             "images_per_s": total_n / total_s if total_s > 0 else None,
             "batch_size": cfg.batch_size,
             "includes": "cached decoded uint8 -> float input conversion and inference",
         },
-        "memory": {
+        memory={
             "peak_rss_mb": peak / 1024 if peak else None,
             "rss_before_load_mb": rss_base / 1024 if rss_base else None,
             "added_by_artifact_mb": (peak - rss_base) / 1024
@@ -327,8 +326,8 @@ def evaluate(
             else None,
             "method": how if reset else f"{how} (not reset: includes earlier work in this process)",
         },
-        "config": cfg.to_dict(),
-    }
+        config=cfg.to_dict(),
+    ).to_dict()
     if cfg.logits_out:
         save_logits(cfg.logits_out, scored)
     if cfg.out:

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import html
 
+from edgerobust.records import Record
 from edgerobust.report.plots import Plot
 from edgerobust.report.tables import Table
 
@@ -18,11 +19,11 @@ p.note{font-size:12px;color:#555;margin:.2em 0} img{max-width:100%;border:1px so
 """
 
 
-def _html(results: str, records: list[dict], tables: list[Table], plots: list[Plot]) -> str:
+def _html(results: str, records: list[Record], tables: list[Table], plots: list[Plot]) -> str:
     counts: dict[str, int] = {}
     for r in records:
-        counts[r["record"]] = counts.get(r["record"], 0) + 1
-    studies = sorted({(r.get("study") or {}).get("study", "") for r in records} - {""})
+        counts[r.KIND] = counts.get(r.KIND, 0) + 1
+    studies = sorted({(getattr(r, "study", None) or {}).get("study", "") for r in records} - {""})
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

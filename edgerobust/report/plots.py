@@ -108,13 +108,9 @@ def plot_adversarial_vs_size(models: Models, path: Path) -> Plot:
         for m in models.sorted():
             accs = [e["acc"] for (a, s), e in m.attacks.items() if s == strength]
             avg = pooled(accs)
-            sizes = [e.get("size_mb") for e in m.exports if e.get("size_mb")]
+            sizes = [e.size_mb for e in m.exports if e.size_mb]
             if not sizes:
-                sizes = [
-                    (r.get("artifact") or {}).get("size_mb")
-                    for r in m.evals
-                    if (r.get("artifact") or {}).get("size_mb")
-                ]
+                sizes = [r.artifact["size_mb"] for r in m.evals if r.artifact["size_mb"]]
             if avg is None or avg.value is None or not sizes:
                 continue
             xs.append(min(sizes))
@@ -149,13 +145,12 @@ def plot_latency_vs_accuracy(models: Models, path: Path) -> Plot:
     for m in models.sorted():
         for ev in m.evals:
             acc = target_pooled(ev)
-            lat = (ev.get("latency_ms") or {}).get("p50")
+            lat = ev.latency_ms["p50"]
             if acc is None or acc.value is None or lat is None:
                 continue
-            rt = ev.get("runtime") or {}
-            art = ev.get("artifact") or {}
-            name = f"{m.label} {art.get('format')} {art.get('precision')} x{rt.get('threads')}"
-            key = (m.source, rt.get("runtime", "?"))
+            rt, art = ev.runtime, ev.artifact
+            name = f"{m.label} {art['format']} {art['precision']} x{rt['threads']}"
+            key = (m.source, rt["runtime"])
             groups.setdefault(key, []).append((lat, 100 * acc.value, name))
     sources = sorted({s for s, _ in groups}) or ["-"]
     runtimes = sorted({r for _, r in groups}) or ["-"]

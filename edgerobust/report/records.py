@@ -1,5 +1,9 @@
-"""Reading a results folder: records in, one :class:`Model` per checkpoint with its evaluations
-and attacks."""
+"""Reading a results folder: typed records in (:mod:`edgerobust.records`), one :class:`Model`
+per checkpoint with its evaluations and attacks.
+
+Every field is read from the record kind's dataclass: no aliases, no guessing at key names. A
+record that does not match its kind's schema stops the report with the file's name.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,18 @@ from typing import Any
 from edgerobust.errors import ConfigError
 from edgerobust.exporters import get_exporter, list_exporters
 from edgerobust.models import list_archs
+from edgerobust.records import (
+    AttackFigureRecord,
+    AttackRecord,
+    DistillRecord,
+    EvalDeviceRecord,
+    ExportRecord,
+    PruneRecord,
+    QuantizeRecord,
+    Record,
+    TrainRecord,
+    read_record,
+)
 from edgerobust.report.cells import DASH, Acc, pooled
 from edgerobust.runtimes import default_runtime
 from edgerobust.runtimes.formats import format_of, list_formats
@@ -32,9 +48,22 @@ TABLE3_ATTACKS = (("ead", "EAD"), ("cw", "C&W L2"), ("saltpepper", "S&P"))
 
 # --------------------------------------------------------------------------- records -> models
 
+AnyRecord = (
+    TrainRecord
+    | PruneRecord
+    | DistillRecord
+    | QuantizeRecord
+    | ExportRecord
+    | EvalDeviceRecord
+    | AttackRecord
+    | AttackFigureRecord
+)
 
-def load_records(root: str | Path) -> list[dict[str, Any]]:
-    """Every finished record under ``root`` (see the module docstring), with ``_path`` added."""
+
+def load_record_files(root: str | Path) -> list[tuple[Path, Record]]:
+    """Every finished record under ``root`` (see the package docstring) with its file, typed by
+    :func:`edgerobust.records.read_record`. A file of a kind the report reads that does not
+    match that kind's schema is an error naming the file: a writer and the report disagree."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"results folder not found: {root}")
@@ -52,9 +81,16 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
         except (OSError, ValueError, UnicodeDecodeError):
             continue
         if isinstance(data, dict) and data.get("record") in RECORD_KINDS:
-            data["_path"] = str(path)
-            records.append(data)
+            try:
+                records.append((path, read_record(data)))
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
     return records
+
+
+def load_records(root: str | Path) -> list[Record]:
+    """The typed records :func:`load_record_files` finds under ``root``."""
+    return [rec for _, rec in load_record_files(root)]
 
 
 def _current_stages(root: Path) -> set[str] | None:
@@ -80,8 +116,8 @@ class Model:
     params: int | None = None
     engine: str | None = None
     val: Acc | None = None  # source validation accuracy (PyTorch model)
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    exports: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[EvalDeviceRecord] = field(default_factory=list)
+    exports: list[ExportRecord] = field(default_factory=list)
     attack_results: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -98,12 +134,12 @@ class Model:
             e for e in self.attack_results if (e["attack"], e["strength"]) == (attack, strength)
         ]
         if fmt is not None:
-            found = [e for e in found if e.get("format") in (fmt, None)]
-            found.sort(key=lambda e: e.get("format") is None)
+            found = [e for e in found if e["format"] in (fmt, None)]
+            found.sort(key=lambda e: e["format"] is None)
         else:
             found.sort(
                 key=lambda e: (
-                    -1 if e.get("format") is None else _order(e["format"], tuple(list_formats()))
+                    -1 if e["format"] is None else _order(e["format"], tuple(list_formats()))
                 )
             )
         return found[0] if found else None
@@ -124,10 +160,9 @@ class Model:
         )
 
 
-def _own_int8(rec: dict[str, Any]) -> str | None:
+def _own_int8(fmt: str | None, precision: str | None) -> str | None:
     """The format of an int8 artifact that its exporter quantized itself (ONNX QDQ), else None."""
-    fmt = rec.get("format")
-    if rec.get("precision") != "int8" or fmt not in list_exporters():
+    if precision != "int8" or fmt not in list_exporters():
         return None
     return fmt if get_exporter(fmt).int8 == "own" else None
 
@@ -145,41 +180,30 @@ def _ckpt_key(path: Any) -> str | None:
     return str(p.resolve()) if p.is_absolute() else str(p)
 
 
-def _acc(correct: Any, n: Any, label: str | None = None) -> Acc | None:
-    try:
-        n = int(n)
-        return Acc(int(correct), n, label) if n > 0 else None
-    except (TypeError, ValueError):
+def _acc(correct: int, n: int, label: str | None = None) -> Acc | None:
+    return Acc(correct, n, label) if n > 0 else None
+
+
+def _acc_from_fraction(fraction: float | None, n: int, label: str | None = None) -> Acc | None:
+    if fraction is None:
         return None
-
-
-def _acc_from_fraction(fraction: Any, n: Any, label: str | None = None) -> Acc | None:
-    if fraction is None or n is None:
-        return None
-    return _acc(round(float(fraction) * int(n)), n, label)
-
-
-def _model_params(rec: dict[str, Any]) -> int | None:
-    for k in ("params", "params_after", "params_student"):
-        if isinstance(rec.get(k), int):
-            return rec[k]
-    return None
+    return _acc(round(fraction * n), n, label)
 
 
 class Models:
-    """Records grouped by model (see the module docstring)."""
+    """Records grouped by model (see the package docstring)."""
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[Record]) -> None:
         self.models: dict[tuple[str, str], Model] = {}
         self.by_checkpoint: dict[str, Model] = {}
         order = {k: i for i, k in enumerate(RECORD_KINDS)}
-        for rec in sorted(records, key=lambda r: order[r["record"]]):
-            getattr(self, "_add_" + rec["record"].replace("-", "_"))(rec)
+        for rec in sorted(records, key=lambda r: order[r.KIND]):
+            getattr(self, "_add_" + rec.KIND.replace("-", "_"))(rec)
 
     # model-making records ---------------------------------------------------------------
 
-    def _model(self, rec: dict[str, Any], **fallback: Any) -> Model:
-        st = rec.get("study") or {}
+    def _model(self, rec: AnyRecord, checkpoint: str | None, **fallback: Any) -> Model:
+        st = rec.study or {}
         info = {**fallback, **{k: st[k] for k in fallback if st.get(k) is not None}}
         key = (info["source"], info["label"] if "model" not in st else st["model"])
         m = self.models.get(key)
@@ -194,76 +218,75 @@ class Models:
                 engine=st.get("engine") or info.get("engine"),
             )
             self.models[key] = m
-        ck = _ckpt_key(rec.get("checkpoint"))
+        ck = _ckpt_key(checkpoint)
         if ck:
             self.by_checkpoint[ck] = m
         return m
 
-    def _add_train(self, rec: dict[str, Any]) -> None:
-        arch = rec.get("arch", "?")
+    def _add_train(self, rec: TrainRecord) -> None:
         m = self._model(
             rec,
-            source=rec.get("source_domain", "?"),
-            label=arch,
-            base=arch,
+            rec.checkpoint,
+            source=rec.source_domain,
+            label=rec.arch,
+            base=rec.arch,
             method="-",
-            arch=arch,
+            arch=rec.arch,
             compression="baseline",
         )
-        m.params = _model_params(rec)
-        m.val = _acc_from_fraction(rec.get("val_accuracy"), rec.get("val_n"))
+        m.params = rec.params
+        m.val = _acc_from_fraction(rec.val_accuracy, rec.val_n)
 
-    def _add_prune(self, rec: dict[str, Any]) -> None:
-        arch = rec.get("arch", "?")
-        params = _model_params(rec)
+    def _add_prune(self, rec: PruneRecord) -> None:
         m = self._model(
             rec,
-            source=rec.get("source_domain", "?"),
-            label=f"{arch}-fp-{_millions(params)}",
-            base=arch,
+            rec.checkpoint,
+            source=rec.source_domain,
+            label=f"{rec.arch}-fp-{_millions(rec.params_after)}",
+            base=rec.arch,
             method="FP",
-            arch=arch,
+            arch=rec.arch,
             compression="pruned",
         )
-        m.params = params
-        m.val = _acc_from_fraction(rec.get("val_accuracy"), rec.get("val_n"))
+        m.params = rec.params_after
+        m.val = _acc_from_fraction(rec.val_accuracy, rec.val_n)
 
-    def _add_distill(self, rec: dict[str, Any]) -> None:
-        teacher, student = rec.get("teacher_arch", "?"), rec.get("student_arch", "?")
+    def _add_distill(self, rec: DistillRecord) -> None:
         m = self._model(
             rec,
-            source=rec.get("source_domain", "?"),
-            label=f"{teacher}-kd-{student}",
-            base=teacher,
+            rec.checkpoint,
+            source=rec.source_domain,
+            label=f"{rec.teacher_arch}-kd-{rec.student_arch}",
+            base=rec.teacher_arch,
             method="KD",
-            arch=student,
+            arch=rec.student_arch,
             compression="distilled",
         )
-        m.params = _model_params(rec)
-        m.val = _acc_from_fraction(rec.get("val_accuracy"), rec.get("val_n"))
+        m.params = rec.params_student
+        m.val = _acc_from_fraction(rec.val_accuracy, rec.val_n)
 
-    def _add_quantize(self, rec: dict[str, Any]) -> None:
-        parent = self.by_checkpoint.get(_ckpt_key(rec.get("parent")) or "")
-        engine = rec.get("engine", "?")
+    def _add_quantize(self, rec: QuantizeRecord) -> None:
+        parent = self.by_checkpoint.get(_ckpt_key(rec.parent) or "")
         m = self._model(
             rec,
-            source=rec.get("source_domain") or (parent.source if parent else "?"),
-            label=f"{parent.label if parent else '?'}-int8-{engine}",
+            rec.checkpoint,
+            source=rec.source_domain or (parent.source if parent else "?"),
+            label=f"{parent.label if parent else '?'}-int8-{rec.engine}",
             base=parent.base if parent else "?",
             method="PTSQ",
             arch=parent.arch if parent else "?",
             compression="int8",
-            engine=engine,
+            engine=rec.engine,
         )
         m.params = parent.params if parent else None
-        m.val = _acc_from_fraction(rec.get("val_accuracy_int8"), rec.get("val_n"))
+        m.val = _acc_from_fraction(rec.val_accuracy_int8, rec.val_n)
 
     # measurement records ------------------------------------------------------------------
 
-    def _owner(self, rec: dict[str, Any], checkpoint: Any, own_int8: str | None) -> Model | None:
+    def _owner(self, rec: AnyRecord, checkpoint: Any, own_int8: str | None) -> Model | None:
         """The model a measurement belongs to: its study block, else its checkpoint path. An
         ONNX int8 measurement of an fp32 model belongs to that model's onnxruntime int8 twin."""
-        st = rec.get("study") or {}
+        st = rec.study or {}
         if st.get("source") and st.get("model"):
             key = (st["source"], st["model"])
             if key not in self.models:
@@ -293,43 +316,37 @@ class Models:
             )
         return self.models[key]
 
-    def _add_export(self, rec: dict[str, Any]) -> None:
-        src = rec.get("source") or {}
-        m = self._owner(rec, src.get("checkpoint"), _own_int8(rec))
+    def _add_export(self, rec: ExportRecord) -> None:
+        m = self._owner(rec, rec.source["checkpoint"], _own_int8(rec.format, rec.precision))
         if m is not None:
             m.exports.append(rec)
 
-    def _add_eval_device(self, rec: dict[str, Any]) -> None:
-        art = rec.get("artifact") or {}
-        src = art.get("source") or {}
-        m = self._owner(rec, src.get("checkpoint"), _own_int8(art))
+    def _add_eval_device(self, rec: EvalDeviceRecord) -> None:
+        art = rec.artifact
+        own = _own_int8(art["format"], art["precision"])
+        m = self._owner(rec, art["source"].get("checkpoint"), own)
         if m is None:
             return
-        if m.params is None and isinstance(art.get("params"), int):
+        if m.params is None and isinstance(art["params"], int):
             m.params = art["params"]
         m.evals.append(rec)
 
-    def _add_attack(self, rec: dict[str, Any]) -> None:
-        if isinstance(rec.get("attacks"), list):
+    def _add_attack(self, rec: AttackRecord | AttackFigureRecord) -> None:
+        if isinstance(rec, AttackRecord):
             self._add_attack_targets(rec)
             return
-        model_info = rec.get("model") if isinstance(rec.get("model"), dict) else {}
-        ckpt = rec.get("checkpoint") or model_info.get("checkpoint")
-        m = self._owner(rec, ckpt, None)
-        if m is None:
-            return
-        m.attack_results.extend(attack_entries(rec))
+        m = self._owner(rec, rec.checkpoint, None)
+        if m is not None:
+            m.attack_results.extend(attack_entries(rec))
 
-    def _add_attack_targets(self, rec: dict[str, Any]) -> None:
+    def _add_attack_targets(self, rec: AttackRecord) -> None:
         """An ``edgerobust attack`` record measures several targets (the fp32 model attacked
         directly, the int8 model and artifacts the adversarials are replayed on): each target's
         figures go to the model it measured."""
-        targets = {t.get("name"): t for t in rec.get("targets") or [] if isinstance(t, dict)}
-        source_path = next(
-            (t.get("path") for t in targets.values() if t.get("role") == "source"), None
-        )
-        model_path = (rec.get("model") or {}).get("path")
-        study = rec.get("study") or {}
+        targets = {t["name"]: t for t in rec.targets}
+        source_path = next((t["path"] for t in rec.targets if t["role"] == "source"), None)
+        model_path = rec.model["path"]
+        study = rec.study or {}
         for name, entries in attack_target_entries(rec).items():
             t = targets.get(name, {})
             fp32 = t.get("precision") == "fp32"
@@ -337,7 +354,7 @@ class Models:
                 continue  # the fp32 parent's direct figures belong to the parent's own stage
             is_artifact = t.get("kind") == "artifact"
             fmt = format_of(str(t.get("path", ""))) if is_artifact else None
-            own_int8 = _own_int8({"format": fmt.name, "precision": "int8"}) if fmt else None
+            own_int8 = _own_int8(fmt.name, "int8") if fmt else None
             if t.get("role") == "replay":  # an int8 checkpoint the adversarials were replayed on
                 owner = self.by_checkpoint.get(_ckpt_key(t.get("path")) or "")
             elif own_int8 and not fp32:
@@ -361,92 +378,57 @@ class Models:
         return sorted({m.source for m in self.models.values()})
 
 
-def attack_target_entries(rec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def attack_target_entries(rec: AttackRecord) -> dict[str, list[dict[str, Any]]]:
     """Figures of an ``edgerobust attack`` record, per target: each attack's result at each
-    strength's headline eps (``headline_eps``; records before version 2 measured one strength,
-    at the sweep's last eps)."""
-    strength = (rec.get("config") or {}).get("strength")
+    strength's headline eps (``headline_eps``; version-1 records get theirs in
+    :meth:`AttackRecord._migrate`)."""
     formats = {
-        t.get("name"): getattr(format_of(Path(str(t.get("path", ""))).suffix), "name", None)
-        for t in rec.get("targets") or []
-        if isinstance(t, dict) and t.get("kind") == "artifact"
+        t["name"]: getattr(format_of(Path(str(t["path"])).suffix), "name", None)
+        for t in rec.targets
+        if t["kind"] == "artifact"
     }
     out: dict[str, list[dict[str, Any]]] = {}
-    for a in rec.get("attacks") or []:
-        eps = a.get("eps") or []
-        headline = a.get("headline_eps") or (
-            {strength: eps[-1]} if eps and strength in ("light", "heavy") else {}
-        )
-        for r in a.get("results") or []:
-            accs = r.get("robust_accuracy") or []
-            n = r.get("n")
-            for st, e in headline.items():
+    for a in rec.attacks:
+        eps = a["eps"]
+        for r in a["results"]:
+            accs = r["robust_accuracy"]
+            n = r["n"]
+            for st, e in a["headline_eps"].items():
                 if st not in ("light", "heavy") or e not in eps or len(accs) != len(eps):
                     continue
-                out.setdefault(r.get("target"), []).append(
+                out.setdefault(r["target"], []).append(
                     {
-                        "attack": a.get("attack"),
+                        "attack": a["attack"],
                         "strength": st,
-                        "format": formats.get(r.get("target")),
+                        "format": formats.get(r["target"]),
                         "epsilon": e,
-                        "label": r.get("label"),
-                        "acc": _acc_from_fraction(accs[eps.index(e)], n, r.get("label")),
-                        "clean": _acc_from_fraction(r["clean_accuracy"], n)
-                        if r.get("clean_accuracy") is not None
-                        else None,
+                        "label": r["label"],
+                        "acc": _acc_from_fraction(accs[eps.index(e)], n, r["label"]),
+                        "clean": _acc_from_fraction(r["clean_accuracy"], n),
                     }
                 )
     return out
 
 
-def attack_entries(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Normalised figures of an attack record: attack, strength, epsilon, accuracy, label, and
+def attack_entries(rec: AttackFigureRecord) -> list[dict[str, Any]]:
+    """The figure of a one-figure attack record: attack, strength, epsilon, accuracy, label, and
     the artifact format when the attack ran against an artifact (None: against a checkpoint).
-
-    Accepts one figure per record or a list under ``results``; the robust accuracy is read from
-    ``robust_correct`` / ``correct`` with ``n``, or from a fraction (``robust_accuracy`` /
-    ``adversarial_accuracy`` / ``accuracy``) with ``n``.
-    """
-    items = rec.get("results") if isinstance(rec.get("results"), list) else [rec]
-    out = []
-    for it in items:
-        if not isinstance(it, dict):
-            continue
-        merged = {**rec, **it}
-        attack = str(merged.get("attack", "")).lower().replace("&", "").replace("_", "")
-        attack = {"salt": "saltpepper", "saltandpepper": "saltpepper", "c w": "cw"}.get(
-            attack, attack
-        )
-        strength = merged.get("strength")
-        n = merged.get("n")
-        acc = None
-        for k in ("robust_correct", "adversarial_correct", "correct"):
-            if merged.get(k) is not None and k in it:
-                acc = _acc(merged[k], n, merged.get("label"))
-                break
-        if acc is None:
-            for k in ("robust_accuracy", "adversarial_accuracy", "accuracy"):
-                if merged.get(k) is not None:
-                    acc = _acc_from_fraction(merged[k], n, merged.get("label"))
-                    break
-        if not attack or strength not in ("light", "heavy") or acc is None:
-            continue
-        artifact = merged.get("artifact") if isinstance(merged.get("artifact"), dict) else {}
-        study = rec.get("study") or {}
-        out.append(
-            {
-                "attack": attack,
-                "strength": strength,
-                "format": artifact.get("format") or study.get("format"),
-                "epsilon": merged.get("epsilon"),
-                "label": merged.get("label"),
-                "acc": acc,
-                "clean": _acc(merged.get("clean_correct"), n)
-                if merged.get("clean_correct") is not None
-                else None,
-            }
-        )
-    return out
+    Empty for a strength that is neither light nor heavy (no table shows it)."""
+    acc = _acc(rec.robust_correct, rec.n, rec.label)
+    if rec.strength not in ("light", "heavy") or acc is None:
+        return []
+    study = rec.study or {}
+    return [
+        {
+            "attack": rec.attack,
+            "strength": rec.strength,
+            "format": (rec.artifact or {}).get("format") or study.get("format"),
+            "epsilon": rec.epsilon,
+            "label": rec.label,
+            "acc": acc,
+            "clean": _acc(rec.clean_correct, rec.n),
+        }
+    ]
 
 
 def _millions(params: int | None) -> str:
@@ -465,43 +447,39 @@ def _params_cell(params: int | None) -> str:
     return f"{params / 1e6:.2f}" if params >= 1e5 else f"{params / 1e6:.4f}"
 
 
-def _domain_acc(rec: dict[str, Any], domain: str) -> Acc | None:
-    for d in rec.get("domains", []):
-        if d.get("domain") == domain:
-            return _acc(d.get("correct"), d.get("n"))
-    return None
+def _domain_acc(rec: EvalDeviceRecord, domain: str) -> Acc | None:
+    d = rec.domain(domain)
+    return _acc(d["correct"], d["n"]) if d is not None else None
 
 
-def _source_of(rec: dict[str, Any]) -> str | None:
-    for d in rec.get("domains", []):
-        if d.get("role") == "source":
-            return d.get("domain")
-    return (rec.get("artifact") or {}).get("source", {}).get("source_domain")
+def _source_of(rec: EvalDeviceRecord) -> str | None:
+    return rec.source_domain
 
 
-def _targets(rec: dict[str, Any]) -> list[str]:
-    return [d["domain"] for d in rec.get("domains", []) if d.get("role") == "target"]
+def _targets(rec: EvalDeviceRecord) -> list[str]:
+    return rec.targets
 
 
-def _eval_rank(rec: dict[str, Any]) -> tuple:
-    art, rt = rec.get("artifact") or {}, rec.get("runtime") or {}
+def _eval_rank(rec: EvalDeviceRecord) -> tuple:
     return (
-        _order(art.get("format", ""), tuple(list_formats())),
-        rt.get("threads") or 0,
-        rec.get("created", ""),
+        _order(rec.artifact["format"], tuple(list_formats())),
+        rec.runtime["threads"] or 0,
+        rec.created,
     )
 
 
-def best_eval(m: Model, precision: str | None = None, fmt: str | None = None) -> dict | None:
+def best_eval(
+    m: Model, precision: str | None = None, fmt: str | None = None
+) -> EvalDeviceRecord | None:
     """The one eval-device record a table shows for a model: preferred format, fewest threads."""
     evs = [
         r
         for r in m.evals
-        if (precision is None or (r.get("artifact") or {}).get("precision") == precision)
-        and (fmt is None or (r.get("artifact") or {}).get("format") == fmt)
+        if (precision is None or r.artifact["precision"] == precision)
+        and (fmt is None or r.artifact["format"] == fmt)
     ]
     return min(evs, key=_eval_rank) if evs else None
 
 
-def target_pooled(rec: dict[str, Any]) -> Acc | None:
+def target_pooled(rec: EvalDeviceRecord) -> Acc | None:
     return pooled(_domain_acc(rec, d) for d in _targets(rec))

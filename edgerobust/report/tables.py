@@ -201,7 +201,7 @@ def table2(models: Models) -> Table:
         ev = best_eval(m, "fp32")
         if ev is None:
             continue
-        runtimes.add(f"{ev['artifact']['format']} in {ev['runtime'].get('runtime')}")
+        runtimes.add(f"{ev.artifact['format']} in {ev.runtime['runtime']}")
         if m.label not in rows:
             shown_as = m.arch if m.method == "KD" else DASH if m.method == "-" else m.label
             rows[m.label] = [m.base, m.method, shown_as, _params_cell(m.params)]
@@ -235,9 +235,7 @@ def table2(models: Models) -> Table:
 
 def _target_scope(models: Models) -> str:
     """Which target images the eval records measured: all, or a seeded sample (eval --limit)."""
-    limits = {
-        (ev.get("config") or {}).get("limit") for m in models.models.values() for ev in m.evals
-    }
+    limits = {ev.config.get("limit") for m in models.models.values() for ev in m.evals}
     sampled = sorted(v for v in limits if isinstance(v, int))
     if not sampled:
         return "every image of each target domain"
@@ -262,14 +260,14 @@ def table3(models: Models) -> Table:
         ]
         for m in family:
             formats = sorted(
-                {(r.get("artifact") or {}).get("format") for r in m.evals} - {None},
+                {r.artifact["format"] for r in m.evals},
                 key=lambda f: _order(f, tuple(list_formats())),
             )
             for fmt in formats:
                 ev = best_eval(m, None, fmt)
                 assert ev is not None
-                art = ev["artifact"]
-                method = "-" if m.method == "-" else f"PTSQ ({m.engine or art.get('engine')})"
+                art = ev.artifact
+                method = "-" if m.method == "-" else f"PTSQ ({m.engine or art['engine']})"
                 attack_cells = []
                 for a, _ in TABLE3_ATTACKS:
                     for strength in ("light", "heavy"):
@@ -281,7 +279,7 @@ def table3(models: Models) -> Table:
                         b.base,
                         method,
                         fmt,
-                        f"{art.get('size_mb', 0):.2f}",
+                        f"{art['size_mb']:.2f}",
                         _domain_acc(ev, m.source),
                         # a model's own source is not a target: its cell stays empty
                         *(None if t == m.source else _domain_acc(ev, t) for t in target_names),
@@ -322,7 +320,7 @@ def _epsilons(models: Models) -> dict[tuple[str, str], Any]:
     eps: dict[tuple[str, str], Any] = {}
     for m in models.models.values():
         for e in m.attack_results:
-            if e.get("epsilon") is not None:
+            if e["epsilon"] is not None:
                 eps.setdefault((e["attack"], e["strength"]), e["epsilon"])
     return eps
 
@@ -351,7 +349,7 @@ def table_attacks(models: Models, strength: str) -> Table:
         clean = (
             _domain_acc(ev, m.source)
             if ev is not None
-            else next((e["clean"] for e in entries if e and e.get("clean")), None)
+            else next((e["clean"] for e in entries if e and e["clean"]), None)
         )
         rows.append(
             (

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgerobust.errors import EdgeRobustError
 from edgerobust.progress import Reporter
+from edgerobust.records import AttackFigureRecord, ExportRecord
 from edgerobust.runtimes.manifest import atomic_write_json
 from edgerobust.study.stage import StageOutput, register_stage
 
@@ -223,24 +224,22 @@ def export_stage(
         rep,
     )
     m = res.manifest
-    record = {
-        "record": "export",
-        "record_version": 1,
-        "artifact": str(res.artifact),
-        "manifest": str(res.manifest_path),
-        "format": m.format,
-        "precision": m.precision,
-        "engine": m.engine,
-        "arch": m.arch,
-        "params": m.params,
-        "size_bytes": m.size_bytes,
-        "size_mb": m.size_bytes / 1e6,
-        "sha256": m.sha256,
-        "source": m.source,
-        "parity": m.parity,
-        "parity_passed": res.parity.passed,
-        "notes": list(m.notes),
-    }
+    record = ExportRecord(
+        artifact=str(res.artifact),
+        manifest=str(res.manifest_path),
+        format=m.format,
+        precision=m.precision,
+        engine=m.engine,
+        arch=m.arch,
+        params=m.params,
+        size_bytes=m.size_bytes,
+        size_mb=m.size_bytes / 1e6,
+        sha256=m.sha256,
+        source=m.source,
+        parity=m.parity,
+        parity_passed=res.parity.passed,
+        notes=list(m.notes),
+    ).to_dict()
     atomic_write_json(out / "export.json", record)
     return out / "export.json"
 
@@ -322,25 +321,23 @@ def saltpepper_stage(
     for k, (strength, eps) in enumerate(
         zip(settings["strengths"], settings["epsilons"], strict=True)
     ):
-        record = {
-            "record": "attack",
-            "record_version": 1,
-            "attack": "saltpepper",
-            "strength": strength,
-            "epsilon": eps,
-            "norm": "L2",
-            "label": "blackbox",
-            "n": n,
-            "clean_correct": clean,
-            "robust_correct": int(n - np.asarray(res.success[k]).sum()),
-            "steps": settings["steps"],
-            "queries_total": int(res.total_queries),
+        record = AttackFigureRecord(
+            attack="saltpepper",
+            strength=strength,
+            epsilon=eps,
+            norm="L2",
+            label="blackbox",
+            n=n,
+            clean_correct=clean,
+            robust_correct=int(n - np.asarray(res.success[k]).sum()),
+            steps=settings["steps"],
+            queries_total=int(res.total_queries),
             # what foolbox spends: the clean query, every step and one check per epsilon
-            "queries_full": n * (1 + settings["steps"] + len(settings["epsilons"])),
-            "stop": settings["stop"],  # see edgerobust.attacks.saltpepper.StopRule
-            "seed": settings["seed"],
-            "images": f"{man.source.get('source_domain')} validation split",
-            "artifact": {
+            queries_full=n * (1 + settings["steps"] + len(settings["epsilons"])),
+            stop=settings["stop"],  # see edgerobust.attacks.saltpepper.StopRule
+            seed=settings["seed"],
+            images=f"{man.source.get('source_domain')} validation split",
+            artifact={
                 "path": str(path),
                 "file": man.file,
                 "format": man.format,
@@ -348,8 +345,8 @@ def saltpepper_stage(
                 "engine": man.engine,
                 "sha256": man.sha256,
             },
-            "runtime": model.info(),
-        }
+            runtime=model.info(),
+        ).to_dict()
         name = f"saltpepper-{strength}.json"
         atomic_write_json(out / name, record)
         written.append(name)
