@@ -1,0 +1,137 @@
+"""Compressions behind one protocol, in one registry (light: no torch at import).
+
+A compression (``prune``, ``distill``, ``quantize``) is one object that states:
+
+- ``name``: its registry name, its study-file table (``[compress.<name>]``) and its stage kind;
+- ``method``: the label the report uses (``"FP"``, ``"KD"``, ``"PTSQ"``) and ``compression``:
+  what its models are in the paper's tables (``"pruned"``, ``"distilled"``, ``"int8"``);
+- ``scope``: ``"source"`` (expanded once per source domain, from that source's baselines) or
+  ``"models"`` (expanded once, after every source, from every model made so far);
+- ``parse(table, ctx)``: its validated settings from the ``[compress]`` table (``None``: absent);
+- ``plan(spec, ctx, models)``: its new models (each with its stage), added through ``ctx.add``.
+
+Its stage adapter is registered with :func:`edgerobust.study.stage.register_stage` under the same
+name (:mod:`edgerobust.study.stages`); the library code it calls imports torch lazily.
+
+The study planner (:func:`edgerobust.study.plan.plan_study`) and the study-file reader
+(:func:`edgerobust.study.spec.parse_study`) loop over :data:`COMPRESSIONS` in registration order;
+a compression registered by a plugin module is planned from its own table with no other edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from edgerobust.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgerobust.study.spec import Study, TrainSpec, _Table
+    from edgerobust.study.stage import Stage
+
+
+@dataclass
+class PlannedModel:
+    """A checkpoint the study makes, and where it sits in the paper's tables."""
+
+    stage: Stage
+    label: str
+    base: str
+    method: str  # "-" | "FP" | "KD" | "PTSQ"
+    arch: str
+    compression: str  # baseline | pruned | distilled | int8
+    source: str
+    engine: str | None = None
+    parent: PlannedModel | None = None
+
+    def meta(self) -> dict[str, Any]:
+        m = {
+            "source": self.source,
+            "model": self.label,
+            "base": self.base,
+            "method": self.method,
+            "arch": self.arch,
+            "compression": self.compression,
+        }
+        if self.engine:
+            m["engine"] = self.engine
+        if self.parent is not None:
+            m["parent_model"] = self.parent.label
+        return m
+
+    def with_meta(self, **extra: Any) -> PlannedModel:
+        """Rebuild the model's stage with its study annotations attached."""
+        from edgerobust.study.stage import Stage
+
+        s = self.stage
+        self.stage = Stage(
+            s.kind, s.settings, s.deps, s.label, {**self.meta(), **extra}, s.optional
+        )
+        return self
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What a compression's table is read against."""
+
+    train: TrainSpec
+    where: str  # the study file's name, for error messages
+    base_dir: Any  # Path: relative paths start here
+
+
+@dataclass
+class PlanContext:
+    """What a compression's ``plan`` sees while the study is expanded."""
+
+    study: Study
+    add: Callable[[Stage], Stage]  # adds a stage (or returns the equal one already added)
+    data_settings: dict[str, Any]  # {"data": folder} for a folder dataset, else {}
+    data_deps: tuple[tuple[str, Stage], ...]  # (("data", synthetic stage),) or ()
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
+    source: str | None = None  # scope "source": the source domain being expanded
+    baselines: dict[str, PlannedModel] = field(default_factory=dict)  # arch -> baseline
+    cache: dict[str, Any] = field(default_factory=dict)  # what a compression computes once
+
+    @property
+    def seed(self) -> int:
+        return self.study.study.seed
+
+    @property
+    def device(self) -> str:
+        return self.study.train.device
+
+
+class Compression(Protocol):
+    name: ClassVar[str]
+    method: ClassVar[str]
+    compression: ClassVar[str]
+    scope: ClassVar[str]  # "source" | "models"
+
+    def parse(self, table: _Table, ctx: ParseContext) -> Any: ...
+
+    def plan(
+        self, spec: Any, ctx: PlanContext, models: list[PlannedModel]
+    ) -> list[PlannedModel]: ...
+
+
+COMPRESSIONS: Registry[Compression] = Registry("compression")
+
+
+def register_compression(cls: type) -> type:
+    """Class decorator: register one instance under ``cls.name``; a duplicate is an error."""
+    if cls.scope not in ("source", "models"):
+        raise ValueError(f"compression {cls.name!r}: scope must be 'source' or 'models'")
+    COMPRESSIONS.add(cls.name, cls())
+    return cls
+
+
+def get_compression(name: str) -> Compression:
+    return COMPRESSIONS.get(name)
+
+
+def list_compressions() -> list[str]:
+    return list(COMPRESSIONS)
+
+
+from edgerobust.compress import methods as _methods  # noqa: E402,F401 - registers the built-ins

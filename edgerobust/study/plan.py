@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgerobust.compress import COMPRESSIONS, PlanContext, PlannedModel
 from edgerobust.exporters import get_exporter
 from edgerobust.runtimes import default_runtime
 from edgerobust.runtimes import get as get_runtime
@@ -13,36 +14,6 @@ from edgerobust.runtimes import get as get_runtime
 from edgerobust.study import stages as _stages  # noqa: F401 - registers the stage kinds
 from edgerobust.study.spec import SALTPEPPER_EPS, Study
 from edgerobust.study.stage import Stage
-
-
-@dataclass
-class _Model:
-    """A checkpoint the study makes, and where it sits in the paper's tables."""
-
-    stage: Stage
-    label: str
-    base: str
-    method: str  # "-" | "FP" | "KD" | "PTSQ"
-    arch: str
-    compression: str  # baseline | pruned | distilled | int8
-    source: str
-    engine: str | None = None
-    parent: _Model | None = None
-
-    def meta(self) -> dict[str, Any]:
-        m = {
-            "source": self.source,
-            "model": self.label,
-            "base": self.base,
-            "method": self.method,
-            "arch": self.arch,
-            "compression": self.compression,
-        }
-        if self.engine:
-            m["engine"] = self.engine
-        if self.parent is not None:
-            m["parent_model"] = self.parent.label
-        return m
 
 
 @dataclass(frozen=True)
@@ -99,11 +70,13 @@ def plan_study(study: Study) -> Plan:
     else:
         data_settings = {"data": ds.path}
     split = {"split_seed": ds.split_seed, "val_fraction": ds.val_fraction}
-    n_classes = num_classes(study) if study.prune else 0
+    ctx = PlanContext(study, add, data_settings, data_deps, notes)
+    # the registered compressions with a table in this study, in registration order
+    compressions = [(c, study.compress[n]) for n, c in COMPRESSIONS.items() if n in study.compress]
 
-    models: list[_Model] = []
+    models: list[PlannedModel] = []  # fp32: baselines, then what "source" compressions make
     for source in ds.sources:
-        baselines: dict[str, _Model] = {}
+        baselines: dict[str, PlannedModel] = {}
         for arch in tr.archs:
             settings = {
                 **data_settings,
@@ -122,7 +95,7 @@ def plan_study(study: Study) -> Plan:
                 "seed": study.study.seed,
             }
             label = f"{source}/{arch}"
-            m = _Model(
+            m = PlannedModel(
                 Stage("train", settings, data_deps, label),
                 arch,
                 arch,
@@ -130,126 +103,23 @@ def plan_study(study: Study) -> Plan:
                 arch,
                 "baseline",
                 source,
-            )
-            m = _with_meta(m)
+            ).with_meta()
             add(m.stage)
             baselines[arch] = m
             models.append(m)
-        for p in study.prune:
-            for base in p.bases:
-                base_params = arch_params(base, n_classes)
-                for target in p.targets:
-                    params = target.params or (
-                        arch_params(target.arch, n_classes) if target.arch else None
-                    )
-                    if params is not None and params >= base_params:
-                        notes.append(
-                            f"prune {source}/{base} to {target.label}: left out, "
-                            f"{base} has only {base_params / 1e6:.2f}M parameters"
-                        )
-                        continue
-                    settings = {
-                        **data_settings,
-                        "target_params": params,
-                        "ratio": target.ratio,
-                        "epochs": p.epochs,
-                        "lr": p.lr,
-                        "lr_gamma": p.lr_gamma,
-                        "batch_size": p.batch_size,
-                        "momentum": p.momentum,
-                        "weight_decay": p.weight_decay,
-                        "augment": p.augment,
-                        "device": tr.device,
-                        "seed": study.study.seed,
-                    }
-                    label = f"{base}-fp-{target.label}"
-                    m = _with_meta(
-                        _Model(
-                            Stage(
-                                "prune",
-                                settings,
-                                (("model", baselines[base].stage), *data_deps),
-                                f"{source}/{label}",
-                            ),
-                            label,
-                            base,
-                            "FP",
-                            base,
-                            "pruned",
-                            source,
-                            parent=baselines[base],
-                        ),
-                        target=target.label,
-                    )
-                    add(m.stage)
-                    models.append(m)
-        if study.distill:
-            d = study.distill
-            for pair in d.pairs:
-                settings = {
-                    **data_settings,
-                    "student": pair.student,
-                    "alpha": d.alpha,
-                    "tau": d.tau,
-                    "epochs": d.epochs,
-                    "lr": d.lr,
-                    "batch_size": d.batch_size,
-                    "momentum": d.momentum,
-                    "weight_decay": d.weight_decay,
-                    "augment": d.augment,
-                    "student_weights": d.student_weights,
-                    "device": tr.device,
-                    "seed": study.study.seed,
-                }
-                label = f"{pair.teacher}-kd-{pair.student}"
-                m = _with_meta(
-                    _Model(
-                        Stage(
-                            "distill",
-                            settings,
-                            (("teacher", baselines[pair.teacher].stage), *data_deps),
-                            f"{source}/{label}",
-                        ),
-                        label,
-                        pair.teacher,
-                        "KD",
-                        pair.student,
-                        "distilled",
-                        source,
-                        parent=baselines[pair.teacher],
-                    ),
-                    teacher=pair.teacher,
-                )
-                add(m.stage)
-                models.append(m)
+        ctx.source, ctx.baselines = source, baselines
+        for c, spec in compressions:
+            if c.scope == "source":
+                models.extend(c.plan(spec, ctx, models))
+    ctx.source, ctx.baselines = None, {}
 
-    # PTSQ of the chosen fp32 models, one per engine.
-    int8: dict[tuple[str, str], _Model] = {}  # (fp32 model key, engine) -> int8 model
-    if study.quantize:
-        q = study.quantize
-        for m in [m for m in models if m.compression in q.models]:
-            for engine in q.engines:
-                label = f"{m.label}-int8-{engine}"
-                qm = _with_meta(
-                    _Model(
-                        Stage(
-                            "quantize",
-                            {"engine": engine, "calib_batches": q.calib_batches},
-                            (("model", m.stage),),
-                            f"{m.source}/{label}",
-                        ),
-                        label,
-                        m.base,
-                        "PTSQ",
-                        m.arch,
-                        "int8",
-                        m.source,
-                        engine=engine,
-                        parent=m,
-                    )
-                )
-                add(qm.stage)
-                int8[(m.stage.key, engine)] = qm
+    # "models" compressions (PTSQ) derive from every fp32 model: int8 by (parent key, engine)
+    int8: dict[tuple[str, str], PlannedModel] = {}
+    for c, spec in compressions:
+        if c.scope == "models":
+            for qm in c.plan(spec, ctx, list(models)):
+                assert qm.parent is not None and qm.engine is not None
+                int8[(qm.parent.stage.key, qm.engine)] = qm
 
     # Exports: fp32 of every model; int8 of the quantized ones (ONNX: onnxruntime QDQ from the
     # fp32 checkpoint; TorchScript / lite: the PTSQ checkpoint of each engine).
@@ -263,7 +133,7 @@ def plan_study(study: Study) -> Plan:
         }
         for m in models:
             for fmt in e.formats:
-                todo: list[tuple[_Model, str, str | None, dict[str, Any]]] = []
+                todo: list[tuple[PlannedModel, str, str | None, dict[str, Any]]] = []
                 if "fp32" in e.precisions:
                     todo.append((m, "fp32", None, m.meta()))
                 if (
@@ -409,13 +279,6 @@ def plan_study(study: Study) -> Plan:
                     )
                 )
     return Plan(study, tuple(stages.values()), tuple(notes))
-
-
-def _with_meta(m: _Model, **extra: Any) -> _Model:
-    """Rebuild the model's stage with its study annotations attached."""
-    s = m.stage
-    m.stage = Stage(s.kind, s.settings, s.deps, s.label, {**m.meta(), **extra}, s.optional)
-    return m
 
 
 def _safe(name: str) -> str:

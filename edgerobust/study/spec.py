@@ -261,9 +261,8 @@ class Study:
     study: StudyInfo
     dataset: DatasetSpec
     train: TrainSpec
-    prune: tuple[PruneSpec, ...] = ()
-    distill: DistillSpec | None = None
-    quantize: QuantizeSpec | None = None
+    # compression name -> its parsed table, in registration order (edgerobust.compress)
+    compress: dict[str, Any] = field(default_factory=dict)
     export: ExportSpec | None = None
     eval: EvalSpec | None = None
     attack: AttackSpec | None = None
@@ -273,6 +272,18 @@ class Study:
         d = asdict(self)
         d.pop("raw")
         return d
+
+    @property
+    def prune(self) -> tuple[PruneSpec, ...]:
+        return self.compress.get("prune", ())
+
+    @property
+    def distill(self) -> DistillSpec | None:
+        return self.compress.get("distill")
+
+    @property
+    def quantize(self) -> QuantizeSpec | None:
+        return self.compress.get("quantize")
 
     @property
     def attack_sources(self) -> tuple[str, ...]:
@@ -544,52 +555,19 @@ def parse_study(
     )
     tr.finish()
 
-    prune: list[PruneSpec] = []
-    distill = quantize = None
+    # each registered compression reads its own [compress.<name>] table (edgerobust.compress)
+    from edgerobust.compress import COMPRESSIONS, ParseContext
+
+    compress: dict[str, Any] = {}
     comp = root.table("compress")
     if comp is not None:
-        for pt in comp.tables("prune"):
-            bases = pt.get("bases", pt.array(arch))
-            for i, b in enumerate(bases):
-                if b not in train.archs:
-                    pt.fail(f"{pt.key('bases')}[{i}]", f"{b} is not trained: add it to train.archs")
-            targets = pt.get(
-                "targets",
-                pt.array(lambda v, k: parse_prune_target(v, k, where)),
-            )
-            prune.append(
-                PruneSpec(
-                    bases=bases,
-                    targets=targets,
-                    epochs=pt.get("epochs", pt.integer(0), train.epochs),
-                    lr=pt.get("lr", pt.number(0.0, 10.0, open_lo=True), None),
-                    lr_gamma=pt.get("lr_gamma", pt.number(0.0, 1.0, open_lo=True), None),
-                    **_retrain(pt, train, weight_decay=1e-4),
-                )
-            )
-            pt.finish()
-        dt = comp.table("distill")
-        if dt is not None:
-            pairs = dt.get("pairs", dt.array(lambda v, k: _pair(v, k, where, train.archs)))
-            distill = DistillSpec(
-                pairs=pairs,
-                alpha=dt.get("alpha", dt.number(0.0, 1.0), 0.2),
-                tau=dt.get("tau", dt.number(0.0, 1000.0, open_lo=True), 10.0),
-                student_weights=_weights(dt, "student_weights", base_dir),
-                epochs=dt.get("epochs", dt.integer(1), train.epochs),
-                lr=dt.get("lr", dt.number(0.0, 10.0, open_lo=True), 1e-3),
-                **_retrain(dt, train, weight_decay=1e-3),
-            )
-            dt.finish()
-        qt = comp.table("quantize")
-        if qt is not None:
-            quantize = QuantizeSpec(
-                engines=qt.get("engines", qt.array(qt.string(ENGINES)), ("x86",)),
-                models=qt.get("models", qt.array(qt.string(QUANTIZABLE)), ("baseline",)),
-                calib_batches=qt.get("calib_batches", qt.integer(1), 16),
-            )
-            qt.finish()
+        ctx = ParseContext(train=train, where=where, base_dir=base_dir)
+        for name, compression in COMPRESSIONS.items():
+            spec = compression.parse(comp, ctx)
+            if spec is not None:
+                compress[name] = spec
         comp.finish()
+    quantize = compress.get("quantize")
 
     export = ev = attack = None
     ex = root.table("export")
@@ -650,9 +628,7 @@ def parse_study(
         study=info,
         dataset=dataset,
         train=train,
-        prune=tuple(prune),
-        distill=distill,
-        quantize=quantize,
+        compress=compress,
         export=export,
         eval=ev,
         attack=attack,
