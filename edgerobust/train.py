@@ -23,6 +23,7 @@ from edgerobust.data import (
     DEFAULT_SEED,
     DEFAULT_VAL_FRACTION,
     Domain,
+    DomainDataset,
     Images,
     Split,
     decode_domain,
@@ -176,27 +177,16 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     cfg.validate()
     rep = reporter or NullReporter()
     out = Path(cfg.out)
-    ds = open_dataset(cfg.data)
-    domain = ds.domain(cfg.source)
-    split = ds.split(cfg.source, cfg.split_seed, cfg.val_fraction)
-    images = decode_for_training(domain, cfg.image_size, rep)
+    src = SourceSplit.open(cfg.data, cfg.source, cfg.split_seed, cfg.val_fraction)
+    images = src.decode(cfg.image_size, rep)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model, weights_info = create_model(cfg.arch, len(ds.classes), weights=cfg.weights)
-    spec = ModelSpec(arch=cfg.arch, class_names=ds.classes, input_size=cfg.image_size)
-    origin = {
-        "kind": "train",
-        **split_origin(cfg.data, split),
-        "weights": weights_info,
-        "config": cfg.to_dict(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "split.json", split.to_dict(domain))
-    result = fit(
+    model, weights_info = create_model(cfg.arch, len(src.classes), weights=cfg.weights)
+    spec = ModelSpec(arch=cfg.arch, class_names=src.classes, input_size=cfg.image_size)
+    origin = {"kind": "train", **src.origin(), "weights": weights_info, "config": cfg.to_dict()}
+    result = src.fit(
         model,
         images,
-        split.train,
-        split.val,
         FitConfig(
             epochs=cfg.epochs,
             lr=cfg.lr,
@@ -213,12 +203,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         device=device,
         reporter=rep,
     )
+    split = src.split
     record = TrainRecord(
         checkpoint=str(out / CHECKPOINT_NAME),
         arch=cfg.arch,
         params=count_params(model),
         source_domain=cfg.source,
-        classes=list(ds.classes),
+        classes=list(src.classes),
         split={
             "seed": cfg.split_seed,
             "val_fraction": cfg.val_fraction,
@@ -233,9 +224,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         seconds_this_session=result.seconds,
         config=cfg.to_dict(),
         weights=weights_info,
-    ).to_dict()
-    atomic_write_json(out / "train.json", record)
-    return record
+    )
+    return write_record(out, "train.json", record)
 
 
 def decode_for_training(domain: Domain, size: int, reporter: Reporter) -> Images:
@@ -265,6 +255,102 @@ def split_origin(data: str | Path, split: Split) -> dict[str, Any]:
 # An objective maps (model, x, y, image indices of the batch) to a scalar loss. The indices let
 # knowledge distillation look up cached teacher logits (see edgerobust.compress.distill).
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- the shared skeleton
+# train, prune and distill all: open the source domain's seeded split, fit on its training part
+# (keeping the best validation epoch), and write one typed record. Each states only what differs.
+
+
+@dataclass(frozen=True)
+class SourceSplit:
+    """A source domain of a dataset and its seeded train/val split, as every fitting run opens it."""
+
+    data: str | Path
+    dataset: DomainDataset
+    domain: Domain
+    split: Split
+
+    @classmethod
+    def open(
+        cls,
+        data: str | Path,
+        source: str,
+        split_seed: int = DEFAULT_SEED,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        *,
+        class_names: Sequence[str] | None = None,
+        mismatch: Callable[[tuple[str, ...]], str] | None = None,
+    ) -> SourceSplit:
+        """Open ``data`` and split ``source``; with ``class_names`` (a parent checkpoint's), a
+        dataset with other classes is a :class:`ConfigError` (``mismatch(classes)`` says why)."""
+        ds = open_dataset(data)
+        if class_names is not None and tuple(ds.classes) != tuple(class_names):
+            raise ConfigError(mismatch(ds.classes) if mismatch else "class lists differ")
+        domain = ds.domain(source)
+        return cls(data, ds, domain, ds.split(source, split_seed, val_fraction))
+
+    @staticmethod
+    def inherited(origin: dict[str, Any]) -> tuple[int, float]:
+        """(split_seed, val_fraction) a parent checkpoint was trained with: its children fit and
+        validate on the same images."""
+        return (
+            origin.get("split_seed", DEFAULT_SEED),
+            origin.get("val_fraction", DEFAULT_VAL_FRACTION),
+        )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.dataset.classes)
+
+    def origin(self) -> dict[str, Any]:
+        return split_origin(self.data, self.split)
+
+    def decode(self, size: int, reporter: Reporter) -> Images:
+        return decode_for_training(self.domain, size, reporter)
+
+    def fit(
+        self,
+        model: nn.Module,
+        images: Images,
+        cfg: FitConfig,
+        *,
+        out: Path,
+        spec: ModelSpec,
+        origin: dict[str, Any],
+        key: str,
+        device: torch.device,
+        objective: Objective | None = None,
+        reporter: Reporter | None = None,
+    ) -> FitResult:
+        """Write ``OUT/split.json`` and :func:`fit` on the split (best epoch kept)."""
+        self.begin(out)
+        return fit(
+            model,
+            images,
+            self.split.train,
+            self.split.val,
+            cfg,
+            out=out,
+            spec=spec,
+            origin=origin,
+            key=key,
+            device=device,
+            objective=objective,
+            reporter=reporter,
+        )
+
+    def begin(self, out: Path) -> None:
+        """Create ``OUT`` and record which images are validation images (``split.json``)."""
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "split.json", self.split.to_dict(self.domain))
+
+
+def write_record(out: Path, name: str, record: Any) -> dict[str, Any]:
+    """Write a typed record (:mod:`edgerobust.records`) as ``OUT/<name>`` and return its dict."""
+    d = record.to_dict()
+    atomic_write_json(out / name, d)
+    return d
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgerobust.data import DEFAULT_SEED, DEFAULT_VAL_FRACTION, Images, open_dataset
+from edgerobust.data import Images
 from edgerobust.errors import ConfigError
 from edgerobust.models import get_arch
 from edgerobust.models.build import count_params, create_model
 from edgerobust.models.checkpoint import CHECKPOINT_NAME, ModelSpec, load_checkpoint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.records import DistillRecord
-from edgerobust.runtimes.manifest import atomic_write_json
 
 LR_DECAY_AT = 0.7  # "divided the base LR by 5 at epoch 70" (of 100)
 LR_DECAY = 0.2
@@ -124,14 +123,7 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
     Writes ``OUT/model.safetensors`` (best validation epoch), ``OUT/last.safetensors`` (resume
     point: rerunning the same command continues) and ``OUT/distill.json`` (the record).
     """
-    from edgerobust.train import (
-        FitConfig,
-        accuracy,
-        decode_for_training,
-        fit,
-        pick_device,
-        split_origin,
-    )
+    from edgerobust.train import FitConfig, SourceSplit, accuracy, pick_device, write_record
 
     cfg.validate()
     rep = reporter or NullReporter()
@@ -147,25 +139,26 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
             f"student input size {cfg.image_size} differs from the teacher's {tspec.input_size}: "
             "teacher and student must see the same images (drop --image-size)"
         )
-    ds = open_dataset(cfg.data)
-    if tuple(ds.classes) != tuple(tspec.class_names):
-        raise ConfigError(_class_difference(tspec.class_names, ds.classes, cfg.data))
+    src = SourceSplit.open(
+        cfg.data,
+        cfg.source,
+        *SourceSplit.inherited(tspec.origin),
+        class_names=tspec.class_names,
+        mismatch=lambda classes: _class_difference(tspec.class_names, classes, cfg.data),
+    )
     tsource = tspec.origin.get("source_domain")
     if tsource and tsource != cfg.source:
         rep.log(f"note: the teacher was trained on {tsource!r}, the student on {cfg.source!r}")
-    domain = ds.domain(cfg.source)
-    split_seed = tspec.origin.get("split_seed", DEFAULT_SEED)
-    val_fraction = tspec.origin.get("val_fraction", DEFAULT_VAL_FRACTION)
-    split = ds.split(cfg.source, split_seed, val_fraction)
+    split = src.split
 
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    student, weights_info = create_model(cfg.student, len(ds.classes), weights=cfg.student_weights)
+    student, weights_info = create_model(cfg.student, len(src.classes), weights=cfg.student_weights)
     teacher = teacher_ckpt.model.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
 
-    images = decode_for_training(domain, tspec.input_size, rep)
+    images = src.decode(tspec.input_size, rep)
     ct, nt = accuracy(teacher, images, split.val, device=device)
     cache: dict[int, np.ndarray] | None = None
     if not cfg.augment:
@@ -205,15 +198,11 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         "params_student": params_student,
         "compression_rate": 1.0 - params_student / params_teacher,
     }
-    origin = {"kind": "distill", **split_origin(cfg.data, split), **kd, "config": cfg.to_dict()}
+    origin = {"kind": "distill", **src.origin(), **kd, "config": cfg.to_dict()}
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "split.json", split.to_dict(domain))
-    result = fit(
+    result = src.fit(
         student,
         images,
-        split.train,
-        split.val,
         FitConfig(
             epochs=cfg.epochs,
             lr=cfg.lr,
@@ -238,7 +227,7 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         **kd,
         teacher_logits_cached=cache is not None,
         source_domain=cfg.source,
-        classes=list(ds.classes),
+        classes=list(src.classes),
         val_accuracy_teacher=ct / max(nt, 1),
         best_epoch=result.best_epoch,
         val_accuracy=result.best_acc,
@@ -247,9 +236,8 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         device=str(device),
         seconds_this_session=result.seconds,
         config=cfg.to_dict(),
-    ).to_dict()
-    atomic_write_json(out / "distill.json", record)
-    return record
+    )
+    return write_record(out, "distill.json", record)
 
 
 def _resume_key(cfg: DistillConfig, teacher_sha: str) -> str:

@@ -42,7 +42,6 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from edgerobust.data import DEFAULT_SEED, DEFAULT_VAL_FRACTION, open_dataset
 from edgerobust.errors import ConfigError
 from edgerobust.models.build import build_model, count_params, layer_widths
 from edgerobust.models.checkpoint import (
@@ -53,7 +52,6 @@ from edgerobust.models.checkpoint import (
 )
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.records import PruneRecord
-from edgerobust.runtimes.manifest import atomic_write_json
 
 STAGE_WEIGHTS: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0)
 TOLERANCE = 0.02  # --target-params must land within 2 % of the request
@@ -501,14 +499,7 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
     widths), ``OUT/last.safetensors`` (resume point: rerunning the same command continues) and
     ``OUT/prune.json`` (the record returned).
     """
-    from edgerobust.train import (
-        FitConfig,
-        accuracy,
-        decode_for_training,
-        fit,
-        pick_device,
-        split_origin,
-    )
+    from edgerobust.train import FitConfig, SourceSplit, accuracy, pick_device, write_record
 
     cfg.validate()
     rep = reporter or NullReporter()
@@ -525,12 +516,14 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         raise ConfigError(
             f"{parent.path} records no dataset/source domain: pass --data and --source"
         )
-    ds = open_dataset(data)
-    if tuple(ds.classes) != tuple(pspec.class_names):
-        raise ConfigError(_class_mismatch(pspec.class_names, data, ds.classes))
-    split_seed = pspec.origin.get("split_seed", DEFAULT_SEED)
-    val_fraction = pspec.origin.get("val_fraction", DEFAULT_VAL_FRACTION)
-    split = ds.split(source, split_seed, val_fraction)
+    src = SourceSplit.open(
+        data,
+        source,
+        *SourceSplit.inherited(pspec.origin),
+        class_names=pspec.class_names,
+        mismatch=lambda classes: _class_mismatch(pspec.class_names, data, classes),
+    )
+    split = src.split
     # Parse the target before the slow part, so a typo fails at once.
     target = parse_count(cfg.target_params) if cfg.target_params is not None else None
 
@@ -550,7 +543,7 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         f"{summary.params_after:,} parameters, channel ratio {summary.channel_ratio:.3f}"
     )
 
-    images = decode_for_training(ds.domain(source), pspec.input_size, rep)
+    images = src.decode(pspec.input_size, rep)
     device = pick_device(cfg.device)
     model.to(device)
     c0, n0 = accuracy(model, images, split.val, device=device)
@@ -576,7 +569,7 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
     }
     origin = {
         "kind": "prune",
-        **split_origin(data, split),
+        **src.origin(),
         "parent": str(parent.path),
         "parent_sha256": parent.sha256,
         "parent_arch": arch,
@@ -586,9 +579,8 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         "config": cfg.to_dict(),
     }
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "split.json", split.to_dict(ds.domain(source)))
-    if cfg.epochs == 0:
+    if cfg.epochs == 0:  # prune only: the pruned model as it is
+        src.begin(out)
         save_checkpoint(
             out / CHECKPOINT_NAME,
             model,
@@ -596,11 +588,9 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         )
         history, best_acc, best_epoch, val_n, seconds = [], c0 / max(n0, 1), 0, n0, 0.0
     else:
-        result = fit(
+        result = src.fit(
             model,
             images,
-            split.train,
-            split.val,
             FitConfig(
                 epochs=cfg.epochs,
                 lr=lr,
@@ -632,7 +622,7 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         latency="not inferred from parameter counts: export both models and compare their "
         "eval-device records (latency_ms) in each runtime",
         source_domain=source,
-        classes=list(ds.classes),
+        classes=list(src.classes),
         val_accuracy_before_retraining=c0 / max(n0, 1),
         best_epoch=best_epoch,
         val_accuracy=best_acc,
@@ -643,9 +633,8 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         device=str(device),
         seconds_this_session=seconds,
         config=cfg.to_dict(),
-    ).to_dict()
-    atomic_write_json(out / "prune.json", record)
-    return record
+    )
+    return write_record(out, "prune.json", record)
 
 
 def _resume_key(cfg: PruneConfig, parent_sha: str, data: str, source: str) -> str:
