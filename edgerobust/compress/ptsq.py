@@ -15,7 +15,6 @@ from edgerobust.errors import ConfigError
 from edgerobust.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.records import QuantizeRecord
-from edgerobust.runtimes.manifest import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
 
     from edgerobust.compress.quantize import calibrate, check_engine, convert_prepared, prepare_ptsq
     from edgerobust.exporters import DEFAULT_MIN_AGREEMENT
-    from edgerobust.train import predictions
+    from edgerobust.train import predictions, write_record
 
     rep = reporter or NullReporter()
     if cfg.calib_batches < 1 or cfg.batch_size < 1:
@@ -104,6 +103,5 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
         top1_agreement=agreement,
         warning=warning,
         config=cfg.to_dict(),
-    ).to_dict()
-    atomic_write_json(out / "quantize.json", record)
-    return record
+    )
+    return write_record(out, "quantize.json", record)

@@ -50,6 +50,12 @@ def _config(cls: type, what: str, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def _retraining(settings: dict[str, Any]) -> dict[str, Any]:
+    """The fitting settings prune and distill share (augment false: the config's default)."""
+    keys = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "seed", "device")
+    return {**{k: settings[k] for k in keys}, "augment": settings["augment"] or None}
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -131,15 +137,8 @@ def prune_stage(
             "ratio": settings["ratio"],
             "target_params": str(target) if target is not None else None,
             "data": _data(settings, inputs),
-            "epochs": settings["epochs"],
-            "lr": settings["lr"],
             "lr_gamma": settings["lr_gamma"],
-            "momentum": settings["momentum"],
-            "weight_decay": settings["weight_decay"],
-            "batch_size": settings["batch_size"],
-            "augment": settings["augment"] or None,
-            "seed": settings["seed"],
-            "device": settings["device"],
+            **_retraining(settings),
         },
     )
     prune_checkpoint(cfg, rep)
@@ -166,14 +165,7 @@ def distill_stage(
             "student_weights": settings["student_weights"],
             "alpha": settings["alpha"],
             "tau": settings["tau"],
-            "epochs": settings["epochs"],
-            "lr": settings["lr"],
-            "momentum": settings["momentum"],
-            "weight_decay": settings["weight_decay"],
-            "batch_size": settings["batch_size"],
-            "augment": settings["augment"] or None,
-            "seed": settings["seed"],
-            "device": settings["device"],
+            **_retraining(settings),
         },
     )
     distill(cfg, rep)
