@@ -1,5 +1,5 @@
-"""Compressions behind one protocol: a compression this test module registers (with its stage
-kind) is read from its own ``[compress.<name>]`` table and planned, with no other edit."""
+"""Compressions behind one protocol: a compression this test module registers is read from its
+own ``[compress.<name>]`` table, planned, and run as its own stage kind, with no other edit."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from edgerobust.compress import (
 from edgerobust.errors import ConfigError
 from edgerobust.study.plan import plan_study
 from edgerobust.study.spec import load_study
-from edgerobust.study.stage import STAGE_KINDS, Stage, StageKind
+from edgerobust.study.stage import STAGE_KINDS, Stage, get_stage_kind
 
 
 class Sparsify:
@@ -63,12 +63,19 @@ class Sparsify:
             new.append(m)
         return new
 
+    def run(self, settings, inputs, out, rep):
+        """Its stage adapter: what ``edgerobust run`` calls for each of its stages."""
+        (out / "sparsify.json").write_text('{"record": "sparsify"}')
+        return out / "sparsify.json"
+
 
 @pytest.fixture
-def plugin(monkeypatch) -> None:
-    """What a plugin module does at import: one compression, one stage kind (undone afterwards)."""
-    monkeypatch.setitem(STAGE_KINDS._items, "sparsify", StageKind("sparsify", lambda *a: "x"))
-    monkeypatch.setitem(COMPRESSIONS._items, "sparsify", Sparsify())
+def plugin():
+    """What a plugin module does at import: one registration (undone afterwards)."""
+    register_compression(Sparsify)
+    yield
+    COMPRESSIONS._items.pop("sparsify", None)
+    STAGE_KINDS._items.pop("sparsify", None)
 
 
 STUDY = """
@@ -102,6 +109,13 @@ def test_the_builtins_are_registered_in_order():
         "KD",
         "PTSQ",
     ]
+    # each is also its stage kind, with its adapter (retraining resumes; keys as before: v1)
+    kinds = {n: get_stage_kind(n) for n in ("prune", "distill", "quantize")}
+    assert {n: (k.version, k.resumable) for n, k in kinds.items()} == {
+        "prune": (1, True),
+        "distill": (1, True),
+        "quantize": (1, False),
+    }
 
 
 def test_a_registered_compression_is_planned_from_its_table(plugin, tmp_path):
@@ -115,6 +129,7 @@ def test_a_registered_compression_is_planned_from_its_table(plugin, tmp_path):
     train = {s.key: s for s in plan.stages if s.kind == "train"}
     assert all(dict(s.deps)["model"].key in train for s in sp)
     assert sp[0].meta["method"] == "SP" and sp[0].meta["parent_model"] == "tinyresnet"
+    assert get_stage_kind("sparsify").run.__self__ is COMPRESSIONS.get("sparsify")
     # its models are fp32 models like any other: exported (and so evaluated, attacked)
     exports = [s for s in plan.stages if s.kind == "export" and s.meta["compression"] == "sparse"]
     assert {dict(s.deps)["model"].key for s in exports} == {s.key for s in sp}
@@ -133,3 +148,10 @@ def test_duplicate_names_are_errors(plugin):
 
     with pytest.raises(ValueError, match="already registered"):
         register_compression(OtherPrune)
+
+    class Train(Sparsify):  # a stage kind that is no compression
+        name: ClassVar[str] = "train"
+
+    with pytest.raises(ValueError, match="stage kind 'train' is already registered"):
+        register_compression(Train)
+    assert "train" not in COMPRESSIONS

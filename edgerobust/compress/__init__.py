@@ -8,10 +8,10 @@ A compression (``prune``, ``distill``, ``quantize``) is one object that states:
 - ``scope``: ``"source"`` (expanded once per source domain, from that source's baselines) or
   ``"models"`` (expanded once, after every source, from every model made so far);
 - ``parse(table, ctx)``: its validated settings from the ``[compress]`` table (``None``: absent);
-- ``plan(spec, ctx, models)``: its new models (each with its stage), added through ``ctx.add``.
-
-Its stage adapter is registered with :func:`edgerobust.study.stage.register_stage` under the same
-name (:mod:`edgerobust.study.stages`); the library code it calls imports torch lazily.
+- ``plan(spec, ctx, models)``: its new models (each with its stage), added through ``ctx.add``;
+- ``run(settings, inputs, out, reporter) -> record path``: its stage adapter, registered as the
+  stage kind ``name`` (``version`` and ``resumable`` as in
+  :func:`edgerobust.study.stage.register_stage`); it imports the library code (torch) lazily.
 
 The study planner (:func:`edgerobust.study.plan.plan_study`) and the study-file reader
 (:func:`edgerobust.study.spec.parse_study`) loop over :data:`COMPRESSIONS` in registration order;
@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from edgerobust.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from edgerobust.progress import Reporter
     from edgerobust.study.spec import Study, TrainSpec, _Table
-    from edgerobust.study.stage import Stage
+    from edgerobust.study.stage import Stage, StageOutput
 
 
 @dataclass
@@ -108,21 +111,38 @@ class Compression(Protocol):
     compression: ClassVar[str]
     scope: ClassVar[str]  # "source" | "models"
 
+    # optional, for its stage kind: version (default 1; bumping it changes every key of the
+    # kind), resumable (default False: a partial folder is cleared on rerun)
+
     def parse(self, table: _Table, ctx: ParseContext) -> Any: ...
 
     def plan(
         self, spec: Any, ctx: PlanContext, models: list[PlannedModel]
     ) -> list[PlannedModel]: ...
 
+    def run(
+        self, settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+    ) -> Path | str: ...
+
 
 COMPRESSIONS: Registry[Compression] = Registry("compression")
 
 
 def register_compression(cls: type) -> type:
-    """Class decorator: register one instance under ``cls.name``; a duplicate is an error."""
+    """Class decorator: register one instance under ``cls.name``, and its ``run`` as the stage
+    kind of that name; a duplicate name (of a compression or a stage kind) is an error."""
+    from edgerobust.study.stage import STAGE_KINDS, register_stage
+
     if cls.scope not in ("source", "models"):
         raise ValueError(f"compression {cls.name!r}: scope must be 'source' or 'models'")
-    COMPRESSIONS.add(cls.name, cls())
+    if cls.name in STAGE_KINDS:
+        raise ValueError(f"stage kind {cls.name!r} is already registered")
+    obj = COMPRESSIONS.add(cls.name, cls())
+    register_stage(
+        cls.name,
+        version=getattr(cls, "version", 1),
+        resumable=getattr(cls, "resumable", False),
+    )(obj.run)
     return cls
 
 

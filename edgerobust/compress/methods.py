@@ -1,12 +1,14 @@
 """The built-in compressions: L1 filter pruning (FP), knowledge distillation (KD), PTSQ int8.
 
-Each states its study-file table and how it expands into stages (see :mod:`edgerobust.compress`).
+Each states its study-file table, how it expands into stages, and its stage adapter (``run``: the
+one library call its CLI command makes); see :mod:`edgerobust.compress`.
 Stage settings are exactly what the keys of users' cached studies were computed from: change none.
 Light: the library code (torch) is reached only through the stage adapters.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from edgerobust.compress import (
@@ -38,6 +40,7 @@ class Prune:
     method: ClassVar[str] = "FP"
     compression: ClassVar[str] = "pruned"
     scope: ClassVar[str] = "source"
+    resumable: ClassVar[bool] = True  # a killed retraining continues from its last epoch
 
     def parse(self, comp: _Table, ctx: ParseContext) -> tuple[PruneSpec, ...] | None:
         train = ctx.train
@@ -122,6 +125,28 @@ class Prune:
                     new.append(m)
         return new
 
+    def run(self, settings: dict[str, Any], inputs: dict[str, Any], out: Path, rep: Any) -> Path:
+        """``edgerobust compress prune`` (issue 3): L1 filter pruning of a baseline, then retraining."""
+        from edgerobust.compress.prune import PruneConfig, prune_checkpoint
+        from edgerobust.study.stages import data_folder, make_config, retraining
+
+        target = settings["target_params"]
+        cfg = make_config(
+            PruneConfig,
+            "prune",
+            {
+                "checkpoint": inputs["model"].path("checkpoint"),
+                "out": str(out),
+                "ratio": settings["ratio"],
+                "target_params": str(target) if target is not None else None,
+                "data": data_folder(settings, inputs),
+                "lr_gamma": settings["lr_gamma"],
+                **retraining(settings),
+            },
+        )
+        prune_checkpoint(cfg, rep)
+        return out / "prune.json"
+
 
 @register_compression
 class Distill:
@@ -131,6 +156,7 @@ class Distill:
     method: ClassVar[str] = "KD"
     compression: ClassVar[str] = "distilled"
     scope: ClassVar[str] = "source"
+    resumable: ClassVar[bool] = True
 
     def parse(self, comp: _Table, ctx: ParseContext) -> DistillSpec | None:
         dt = comp.table("distill")
@@ -191,6 +217,30 @@ class Distill:
             new.append(m)
         return new
 
+    def run(self, settings: dict[str, Any], inputs: dict[str, Any], out: Path, rep: Any) -> Path:
+        """``edgerobust compress distill`` (issue 3): vanilla KD from a fine-tuned baseline."""
+        from edgerobust.compress.distill import DistillConfig, distill
+        from edgerobust.study.stages import data_folder, make_config, retraining
+
+        teacher = inputs["teacher"]
+        cfg = make_config(
+            DistillConfig,
+            "distill",
+            {
+                "teacher": teacher.path("checkpoint"),
+                "data": data_folder(settings, inputs),
+                "source": teacher.record.get("source_domain"),
+                "out": str(out),
+                "student": settings["student"],
+                "student_weights": settings["student_weights"],
+                "alpha": settings["alpha"],
+                "tau": settings["tau"],
+                **retraining(settings),
+            },
+        )
+        distill(cfg, rep)
+        return out / "distill.json"
+
 
 @register_compression
 class Quantize:
@@ -239,6 +289,21 @@ class Quantize:
                 ctx.add(qm.stage)
                 new.append(qm)
         return new
+
+    def run(self, settings: dict[str, Any], inputs: dict[str, Any], out: Path, rep: Any) -> Path:
+        """``edgerobust compress quantize``: eager PTSQ int8 for one engine."""
+        from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
+
+        cfg = QuantizeConfig(
+            checkpoint=inputs["model"].path("checkpoint"),
+            engine=settings["engine"],
+            calib_batches=settings["calib_batches"],
+            out=str(out),
+        )
+        rec = quantize_checkpoint(cfg, rep)
+        if rec["warning"]:
+            rep.log(f"warning: {rec['warning']}")
+        return out / "quantize.json"
 
 
 def _any_arch(t: _Table) -> Any:

@@ -5,6 +5,8 @@ settings (what its key is computed from) and its finished inputs (``role -> Stag
 the one library call the CLI command of the same name makes, writes everything into
 ``out_dir``, and returns the path of the JSON record it wrote. It holds no logic of its own.
 Heavy imports happen inside the adapters, so listing or planning a study imports no torch.
+The compressions' adapters (``prune``, ``distill``, ``quantize``) are the ``run`` methods of the
+compressions in :mod:`edgerobust.compress.methods`, registered with them.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ class StageUnavailable(EdgeRobustError):
     """A stage kind whose library code is not part of this installation."""
 
 
-def _data(settings: dict[str, Any], inputs: dict[str, StageOutput]) -> str:
+def data_folder(settings: dict[str, Any], inputs: dict[str, StageOutput]) -> str:
     """The dataset folder: the synthetic stage's output, or the study's folder."""
     if "data" in inputs:
         return inputs["data"].path("root")
     return str(settings["data"])
 
 
-def _config(cls: type, what: str, values: dict[str, Any]) -> Any:
+def make_config(cls: type, what: str, values: dict[str, Any]) -> Any:
     """Build a frozen config dataclass from the stage's values.
 
     None means "the config's default". A value the config has no field for is an error: a study
@@ -50,7 +52,7 @@ def _config(cls: type, what: str, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _retraining(settings: dict[str, Any]) -> dict[str, Any]:
+def retraining(settings: dict[str, Any]) -> dict[str, Any]:
     """The fitting settings prune and distill share (augment false: the config's default)."""
     keys = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "seed", "device")
     return {**{k: settings[k] for k in keys}, "augment": settings["augment"] or None}
@@ -99,7 +101,7 @@ def train_stage(
     from edgerobust.train import TrainConfig, train
 
     cfg = TrainConfig(
-        data=_data(settings, inputs),
+        data=data_folder(settings, inputs),
         source=settings["source"],
         arch=settings["arch"],
         out=str(out),
@@ -120,77 +122,6 @@ def train_stage(
     return out / "train.json"
 
 
-@register_stage("prune", resumable=True)
-def prune_stage(
-    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
-) -> Path:
-    """``edgerobust compress prune`` (issue 3): L1 filter pruning of a baseline, then retraining."""
-    from edgerobust.compress.prune import PruneConfig, prune_checkpoint
-
-    target = settings["target_params"]
-    cfg = _config(
-        PruneConfig,
-        "prune",
-        {
-            "checkpoint": inputs["model"].path("checkpoint"),
-            "out": str(out),
-            "ratio": settings["ratio"],
-            "target_params": str(target) if target is not None else None,
-            "data": _data(settings, inputs),
-            "lr_gamma": settings["lr_gamma"],
-            **_retraining(settings),
-        },
-    )
-    prune_checkpoint(cfg, rep)
-    return out / "prune.json"
-
-
-@register_stage("distill", resumable=True)
-def distill_stage(
-    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
-) -> Path:
-    """``edgerobust compress distill`` (issue 3): vanilla KD from a fine-tuned baseline."""
-    from edgerobust.compress.distill import DistillConfig, distill
-
-    teacher = inputs["teacher"]
-    cfg = _config(
-        DistillConfig,
-        "distill",
-        {
-            "teacher": teacher.path("checkpoint"),
-            "data": _data(settings, inputs),
-            "source": teacher.record.get("source_domain"),
-            "out": str(out),
-            "student": settings["student"],
-            "student_weights": settings["student_weights"],
-            "alpha": settings["alpha"],
-            "tau": settings["tau"],
-            **_retraining(settings),
-        },
-    )
-    distill(cfg, rep)
-    return out / "distill.json"
-
-
-@register_stage("quantize")
-def quantize_stage(
-    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
-) -> Path:
-    """``edgerobust compress quantize``: eager PTSQ int8 for one engine."""
-    from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
-
-    cfg = QuantizeConfig(
-        checkpoint=inputs["model"].path("checkpoint"),
-        engine=settings["engine"],
-        calib_batches=settings["calib_batches"],
-        out=str(out),
-    )
-    rec = quantize_checkpoint(cfg, rep)
-    if rec["warning"]:
-        rep.log(f"warning: {rec['warning']}")
-    return out / "quantize.json"
-
-
 # --------------------------------------------------------------------------- artifacts
 
 
@@ -208,7 +139,7 @@ def export_stage(
             quant=settings["quant"],
             out=str(out),
             name=settings["name"],
-            data=_data(settings, inputs) if "data" in inputs or "data" in settings else None,
+            data=data_folder(settings, inputs) if "data" in inputs or "data" in settings else None,
             parity_images=settings["parity_images"],
             min_agreement=settings["min_agreement"],
             force=settings["force"],
@@ -247,7 +178,7 @@ def eval_stage(
     evaluate(
         EvalConfig(
             artifact=inputs["artifact"].path("artifact"),
-            data=_data(settings, inputs),
+            data=data_folder(settings, inputs),
             runtime=settings["runtime"],
             domains=tuple(domains) if domains else None,
             threads=settings["threads"],
@@ -285,7 +216,7 @@ def saltpepper_stage(
     path = inputs["artifact"].path("artifact")
     model = open_artifact(path, settings["runtime"], threads=settings["threads"])
     man = model.manifest
-    data = _data(settings, inputs) if "data" in inputs or "data" in settings else None
+    data = data_folder(settings, inputs) if "data" in inputs or "data" in settings else None
     ds, images, _ = origin_images(man.source, "val", man.input_size, data)
     # the images eval-device --attack saltpepper picks: the validation split, or its seeded sample
     _, idx = domain_indices(ds.domain(man.source["source_domain"]), man.source, settings["limit"])
@@ -365,7 +296,7 @@ def attack_stage(
     roles = sorted(inputs)
     cfg = AttackConfig(
         checkpoint=inputs["model"].path("checkpoint"),
-        data=_data(settings, inputs),
+        data=data_folder(settings, inputs),
         domain=settings["domain"],
         attacks=tuple(settings["attacks"]),
         strength=settings["strength"],
@@ -377,3 +308,8 @@ def attack_stage(
     )
     run_attacks(cfg, rep)
     return out / "attack.json"
+
+
+# The compressions' stage kinds (prune, distill, quantize) are registered with the compressions
+# themselves: each is one object in edgerobust.compress with its planning and its adapter.
+import edgerobust.compress  # noqa: E402,F401
