@@ -187,15 +187,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     result = src.fit(
         model,
         images,
-        FitConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            batch_size=cfg.batch_size,
-            augment=cfg.augment,
-            seed=cfg.seed,
-        ),
+        FitConfig.of(cfg),
         out=out,
         spec=spec,
         origin=origin,
@@ -371,6 +363,13 @@ class FitConfig:
     seed: int = 1
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: Any, **overrides: Any) -> FitConfig:
+        """The fitting settings of a command's config (train, prune, distill: same field names),
+        with ``overrides`` (e.g. the learning rate schedule)."""
+        keys = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "augment", "seed")
+        return cls(**{**{k: getattr(cfg, k) for k in keys}, **overrides})
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""

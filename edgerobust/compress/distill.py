@@ -203,17 +203,7 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
     result = src.fit(
         student,
         images,
-        FitConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            batch_size=cfg.batch_size,
-            augment=cfg.augment,
-            seed=cfg.seed,
-            lr_milestones=(round(LR_DECAY_AT * cfg.epochs),),
-            lr_gamma=LR_DECAY,
-        ),
+        FitConfig.of(cfg, lr_milestones=(round(LR_DECAY_AT * cfg.epochs),), lr_gamma=LR_DECAY),
         out=out,
         spec=spec,
         origin=origin,

@@ -591,14 +591,9 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
         result = src.fit(
             model,
             images,
-            FitConfig(
-                epochs=cfg.epochs,
-                lr=lr,
-                momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay,
-                batch_size=cfg.batch_size,
-                augment=cfg.augment,
-                seed=cfg.seed,
+            FitConfig.of(
+                cfg,
+                lr=lr,  # None in the config: the paper's per arch
                 lr_milestones=(round(LR_DECAY_AT * cfg.epochs),) if gamma != 1.0 else (),
                 lr_gamma=gamma,
             ),
