@@ -118,8 +118,8 @@ def plan_study(study: Study) -> Plan:
     for c, spec in compressions:
         if c.scope == "models":
             for qm in c.plan(spec, ctx, list(models)):
-                assert qm.parent is not None and qm.engine is not None
-                int8[(qm.parent.stage.key, qm.engine)] = qm
+                if qm.parent is not None and qm.engine:  # exported per engine (torch formats)
+                    int8[(qm.parent.stage.key, qm.engine)] = qm
 
     # Exports: fp32 of every model; int8 of the quantized ones (ONNX: onnxruntime QDQ from the
     # fp32 checkpoint; TorchScript / lite: the PTSQ checkpoint of each engine).

@@ -61,6 +61,9 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     engines = ["x86"]
     models = ["baseline"]         # which models: baseline | pruned | distilled
     calib_batches = 16
+                                  # each [compress.NAME] table is read by the compression
+                                  # registered as NAME (edgerobust.compress): one more is a
+                                  # plugin's @register_compression, with no edit here
 
     [export]
     formats = ["onnx", "ptl"]     # onnx | torchscript | ptl
@@ -262,16 +265,25 @@ class Study:
     dataset: DatasetSpec
     train: TrainSpec
     # compression name -> its parsed table, in registration order (edgerobust.compress)
-    compress: dict[str, Any] = field(default_factory=dict)
+    compress: dict[str, Any] = field(default_factory=dict, hash=False)
     export: ExportSpec | None = None
     eval: EvalSpec | None = None
     attack: AttackSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """As before the compression registry: ``prune``, ``distill``, ``quantize`` at the top
+        level (then any other registered compression's table by its name)."""
         d = asdict(self)
         d.pop("raw")
-        return d
+        compress = d.pop("compress")
+        out = {k: d[k] for k in ("path", "study", "dataset", "train")}
+        out["prune"] = tuple(compress.pop("prune", ()))
+        out["distill"] = compress.pop("distill", None)
+        out["quantize"] = compress.pop("quantize", None)
+        out.update(compress)
+        out.update({k: v for k, v in d.items() if k not in out})
+        return out
 
     @property
     def prune(self) -> tuple[PruneSpec, ...]:
