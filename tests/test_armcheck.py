@@ -428,3 +428,12 @@ def test_source_hash_follows_the_sources_only(tmp_path):
     assert emulation.source_hash(tmp_path) == h
     (tmp_path / "edgerobust" / "a.py").write_text("x = 2\n")
     assert emulation.source_hash(tmp_path) != h
+
+
+def test_the_device_wheel_is_built_from_this_checkout():
+    # The arm64 venvs install a wheel of these very sources; found from the package, wherever
+    # the module doing the building sits (a move into a sub-package once broke this on CI).
+    repo = Path(__file__).resolve().parents[1]
+    assert emulation.source_tree() == repo
+    files = {p.relative_to(repo).as_posix() for p in emulation._source_files(repo)}
+    assert {"pyproject.toml", "edgerobust/device/emulation.py", "runtimes/ort.py"} <= files

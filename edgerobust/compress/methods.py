@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgerobust.compress import (
+from edgerobust.compress.registry import (
     ParseContext,
     PlanContext,
     PlannedModel,

@@ -379,7 +379,9 @@ def _locked(cache: Path, rep: Reporter) -> Iterator[None]:
 
 def source_tree() -> Path:
     """The repository this edgerobust runs from (the device wheel is built from it)."""
-    repo = Path(__file__).resolve().parents[1]
+    import edgerobust
+
+    repo = Path(edgerobust.__file__).resolve().parents[1]
     if not (repo / "pyproject.toml").is_file() or not (repo / "runtimes").is_dir():
         raise ConfigError(
             f"device-check builds the device wheel from the source tree, which is not at {repo}: "
