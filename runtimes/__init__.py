@@ -26,7 +26,6 @@ from .registry import (
     get,
     list_runtimes,
     register,
-    runtimes_for,
 )
 
 
@@ -73,7 +72,6 @@ __all__ = [
     "Runtime",
     "default_runtime",
     "list_formats",
-    "runtimes_for",
     "get",
     "list_runtimes",
     "open_artifact",

@@ -45,11 +45,6 @@ def list_runtimes(pattern: str = "*") -> list[str]:
     return sorted(RUNTIMES.list(pattern))
 
 
-def runtimes_for(fmt: str) -> list[str]:
-    """The runtimes that run format ``fmt``, the default first."""
-    return [name for name, cls in RUNTIMES.items() if fmt in cls.formats]
-
-
 def default_runtime(fmt: str) -> str:
     """The runtime that runs a format: onnx -> onnxruntime, torchscript -> torchscript, ..."""
     for name, cls in RUNTIMES.items():

@@ -8,6 +8,7 @@ record that does not match its kind's schema stops the report with the file's na
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,7 @@ class Model:
             found.sort(key=lambda e: e["format"] is None)
         else:
             found.sort(
-                key=lambda e: (
-                    -1 if e["format"] is None else _order(e["format"], tuple(list_formats()))
-                )
+                key=lambda e: -1 if e["format"] is None else _order(e["format"], list_formats())
             )
         return found[0] if found else None
 
@@ -152,7 +151,7 @@ class Model:
 
     def sort_key(self) -> tuple:
         return (
-            _order(self.base, tuple(list_archs())),
+            _order(self.base, list_archs()),
             self.base,
             _order(self.method, METHOD_ORDER),
             -(self.params or 0),
@@ -167,7 +166,7 @@ def _own_int8(fmt: str | None, precision: str | None) -> str | None:
     return fmt if get_exporter(fmt).int8 == "own" else None
 
 
-def _order(v: str, order: tuple[str, ...]) -> int:
+def _order(v: str, order: Sequence[str]) -> int:
     return order.index(v) if v in order else len(order)
 
 
@@ -462,7 +461,7 @@ def _targets(rec: EvalDeviceRecord) -> list[str]:
 
 def _eval_rank(rec: EvalDeviceRecord) -> tuple:
     return (
-        _order(rec.artifact["format"], tuple(list_formats())),
+        _order(rec.artifact["format"], list_formats()),
         rec.runtime["threads"] or 0,
         rec.created,
     )

@@ -261,7 +261,7 @@ def table3(models: Models) -> Table:
         for m in family:
             formats = sorted(
                 {r.artifact["format"] for r in m.evals},
-                key=lambda f: _order(f, tuple(list_formats())),
+                key=lambda f: _order(f, list_formats()),
             )
             for fmt in formats:
                 ev = best_eval(m, None, fmt)
