@@ -20,8 +20,6 @@ a compression registered by a plugin module is planned from its own table with n
 
 from __future__ import annotations
 
-# Registration: the built-in compressions (their torch work is imported when a stage runs).
-from edgerobust.compress import methods as _methods  # noqa: E402,F401
 from edgerobust.compress.registry import (  # noqa: F401 - the package's API
     COMPRESSIONS,
     Compression,

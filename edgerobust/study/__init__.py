@@ -26,3 +26,7 @@ reason; the stages that depend on it are skipped, everything else still runs.
 Stage kinds are a registry of small adapters (:mod:`edgerobust.study.stages`): ``kind ->
 function(settings, inputs, out_dir, reporter) -> record path``.
 """
+
+# Registration: the built-in compressions plan with the study's own types, so they live here (the
+# study layer) and register into edgerobust.compress.registry when the package is imported.
+from edgerobust.study import compressions as _compressions  # noqa: E402,F401

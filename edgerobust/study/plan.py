@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgerobust.compress import COMPRESSIONS, PlanContext, PlannedModel
+# --------------------------------------------------------------------------- expansion
+import edgerobust.study.stages  # noqa: F401 - registers the stage kinds
+from edgerobust.compress.registry import COMPRESSIONS, PlanContext, PlannedModel
 from edgerobust.exporters import get_exporter
 from edgerobust.runtimes import default_runtime
 from edgerobust.runtimes import get as get_runtime
-
-# --------------------------------------------------------------------------- expansion
-from edgerobust.study import stages as _stages  # noqa: F401 - registers the stage kinds
 from edgerobust.study.spec import SALTPEPPER_EPS, Study
 from edgerobust.study.stage import Stage
 

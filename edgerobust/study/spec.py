@@ -568,7 +568,7 @@ def parse_study(
     tr.finish()
 
     # each registered compression reads its own [compress.<name>] table (edgerobust.compress)
-    from edgerobust.compress import COMPRESSIONS, ParseContext
+    from edgerobust.compress.registry import COMPRESSIONS, ParseContext
 
     compress: dict[str, Any] = {}
     comp = root.table("compress")

@@ -6,7 +6,7 @@ the one library call the CLI command of the same name makes, writes everything i
 ``out_dir``, and returns the path of the JSON record it wrote. It holds no logic of its own.
 Heavy imports happen inside the adapters, so listing or planning a study imports no torch.
 The compressions' adapters (``prune``, ``distill``, ``quantize``) are the ``run`` methods of the
-compressions in :mod:`edgerobust.compress.methods`, registered with them.
+compressions in :mod:`edgerobust.study.compressions`, registered with them.
 """
 
 from __future__ import annotations
@@ -312,4 +312,3 @@ def attack_stage(
 
 # The compressions' stage kinds (prune, distill, quantize) are registered with the compressions
 # themselves: each is one object in edgerobust.compress with its planning and its adapter.
-import edgerobust.compress  # noqa: E402,F401

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import edgerobust.study.stages  # noqa: F401 - registers the stage adapters
 from edgerobust.progress import Reporter
 from edgerobust.runtimes.manifest import atomic_write_json
-from edgerobust.study import stages as _stages  # noqa: F401 - registers the stage adapters
 from edgerobust.study.stage import Stage, StageOutput, get_stage_kind
 
 DONE = "done.json"
