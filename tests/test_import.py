@@ -296,6 +296,17 @@ def test_torchscript_file(synthetic_root, tmp_path):
     np.testing.assert_allclose(got["logits"], ref, atol=1e-5, rtol=1e-5)
     assert sum(d["correct"] for d in rec["domains"]) == int((ref.argmax(1) == got["labels"]).sum())
 
+    # The report shows it: one row of Table 2, every domain a target (no known source domain).
+    from edgerobust.report import ReportConfig, write_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "eval.json").write_text(json.dumps(rec))
+    res = write_report(ReportConfig(str(results), str(tmp_path / "report")))
+    table2 = next(t for t in res.tables if t.name == "table2")
+    assert len(table2.rows) == 1 and table2.rows[0][1] == "imported"
+    assert any("imported→webcam" in c for c in table2.columns)
+
 
 # --------------------------------------------------------------------------- downstream
 

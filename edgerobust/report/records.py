@@ -34,7 +34,7 @@ from edgerobust.runtimes.formats import format_of, list_formats
 
 RECORD_KINDS = ("train", "prune", "distill", "quantize", "export", "eval-device", "attack")
 INCOMPLETE = ".incomplete"
-METHOD_ORDER = ("-", "FP", "KD", "PTSQ")
+METHOD_ORDER = ("-", "FP", "KD", "PTSQ", "imported")
 # Tables 4 and 5: the paper's column order and names.
 ATTACK_COLUMNS = (
     ("deepfool", "DeepFool Linf"),
@@ -339,7 +339,13 @@ class Models:
         key = ("imported", art["arch"])
         if key not in self.models:
             self.models[key] = Model(
-                "imported", art["arch"], art["arch"], "-", art["arch"], "imported", art["params"]
+                "imported",
+                art["arch"],
+                art["arch"],
+                "imported",
+                art["arch"],
+                "imported",
+                art["params"],
             )
         return self.models[key]
 
