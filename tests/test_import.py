@@ -446,3 +446,30 @@ def test_eval_device_without_manifest_points_to_import(capsys, torchvision_onnx,
     code = _run("eval-device", torchvision_onnx, "--data", synthetic_root)
     err = capsys.readouterr().err
     assert code != 0 and "edgerobust import" in err
+
+
+# --------------------------------------------------------------------------- the contract itself
+
+
+def test_contract_conversion_and_fixed_batch_chunks():
+    from edgerobust.runtimes import ContractRuntime, InputContract
+
+    seen = []
+
+    class Fake:  # a runtime whose file takes 0-255 NHWC uint8 in batches of exactly 3
+        manifest = None
+
+        def __call__(self, x):
+            seen.append(x.shape)
+            assert x.dtype == np.uint8 and x.shape[0] == 3
+            return x.reshape(3, -1)[:, :4].astype(np.float32)
+
+    c = InputContract(layout="NHWC", range_max=255.0, dtype="uint8", batch=3)
+    x = np.random.default_rng(0).random((7, 3, 4, 4), dtype=np.float32)
+    got = ContractRuntime(Fake(), c)(x)
+    want = np.rint(x.transpose(0, 2, 3, 1) * 255).reshape(7, -1)[:, :4]
+    np.testing.assert_array_equal(got, want)
+    assert seen == [(3, 4, 4, 3)] * 3  # 7 images: 3 + 3 + (1 padded to 3)
+    norm = InputContract(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).apply(x)
+    np.testing.assert_allclose(norm, (x - 0.5) / 0.25, rtol=1e-6)
+    assert InputContract.from_input({"shape": [-1, 3, 8, 8], "range": [0.0, 1.0]}).standard
