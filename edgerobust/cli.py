@@ -567,6 +567,9 @@ def import_cmd(
     params = f"{m.params / 1e6:.2f} M params" if m.params is not None else "params unknown"
     stdout.print(f"{res.artifact}  {m.format} {m.precision}  {m.size_bytes / 1e6:.2f} MB  {params}")
     stdout.print(f"input {m.input['name']!r}: {m.input['contract']}, {m.input_size}x{m.input_size}")
+    if res.signature is not None and res.signature.outputs:
+        o = res.signature.outputs[0]
+        stdout.print(f"output {o.name!r}: {o.dtype} {list(o.shape)} (-1: dynamic)")
     stdout.print(f"{m.num_classes} classes: {', '.join(m.class_names)}")
     for note in m.notes:
         stdout.print(f"note: {note}")

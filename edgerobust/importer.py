@@ -378,7 +378,17 @@ def import_model(req: ImportRequest) -> ImportResult:
         sha256=sha256_file(path),
         size_bytes=path.stat().st_size,
         params=None,
-        source={"kind": "imported", "file": str(path.resolve()), "dataset": dataset},
+        source={
+            "kind": "imported",
+            "file": str(path.resolve()),
+            "dataset": dataset,
+            "signature": {
+                "inputs": [t.to_dict() for t in sig.inputs],
+                "outputs": [t.to_dict() for t in sig.outputs],
+            }
+            if sig is not None
+            else None,
+        },
         versions=_versions(),
     )
 

@@ -198,6 +198,8 @@ def test_torchvision_onnx_matches_a_hand_written_onnxruntime_loop(
     assert man["source"]["kind"] == "imported" and man["format"] == "onnx"
     assert man["input"]["mean"] == list(MEAN) and man["input"]["shape"][0] == 1  # fixed batch 1
     assert man["class_names"] == list(open_dataset(synthetic_root).classes)
+    outputs = man["source"]["signature"]["outputs"]
+    assert len(outputs) == 1 and outputs[0]["shape"] == [1, 10]
     assert art.read_bytes() == torchvision_onnx.read_bytes()  # the user's file, byte for byte
 
     rec, got = _eval(art, synthetic_root, tmp_path)
