@@ -494,6 +494,87 @@ def export(
         stdout.print(f"note: {note}")
 
 
+# --------------------------------------------------------------------------- import
+
+
+class InputRange(str, Enum):
+    unit = "0-1"
+    byte = "0-255"
+
+
+class Layout(str, Enum):
+    nchw = "nchw"
+    nhwc = "nhwc"
+
+
+def _floats(value: str | None, what: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in _csv(value) or ())
+    except ValueError:
+        raise ConfigError(f"--{what} takes comma-separated numbers, got {value!r}") from None
+
+
+@app.command("import")
+def import_cmd(
+    model: Annotated[
+        Path, typer.Argument(help="Model file made elsewhere (.onnx, .pt TorchScript, .ptl, ...).")
+    ],
+    classes: Annotated[
+        Path,
+        typer.Option(
+            help="Class names: a text file, one per line in output order, or a dataset folder."
+        ),
+    ],
+    input_size: Annotated[int, typer.Option(help="Image side the model takes (e.g. 224).")],
+    mean: Annotated[
+        str | None,
+        typer.Option(help="Per-channel mean the model expects subtracted, in its input range."),
+    ] = None,
+    std: Annotated[
+        str | None, typer.Option(help="Per-channel std the model expects divided by.")
+    ] = None,
+    input_range: Annotated[
+        InputRange | None, typer.Option(help="Pixel range the model takes (default: 0-1).")
+    ] = None,
+    layout: Annotated[
+        Layout | None, typer.Option(help="Input layout (default: from the file's input shape).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models"),
+    name: Annotated[
+        str | None, typer.Option(help="Artifact name (default: the file's stem).")
+    ] = None,
+) -> None:
+    """Import a model made elsewhere: inspect it, run it on one image, write artifact + manifest."""
+    from edgerobust.console import out as stdout
+    from edgerobust.importer import ImportRequest, import_model
+
+    res = import_model(
+        ImportRequest(
+            model=str(model),
+            classes=str(classes),
+            input_size=input_size,
+            mean=_floats(mean, "mean"),
+            std=_floats(std, "std"),
+            input_range=input_range.value if input_range else None,
+            layout=layout.value if layout else None,
+            out=str(out),
+            name=name,
+        )
+    )
+    m = res.manifest
+    params = f"{m.params / 1e6:.2f} M params" if m.params is not None else "params unknown"
+    stdout.print(f"{res.artifact}  {m.format} {m.precision}  {m.size_bytes / 1e6:.2f} MB  {params}")
+    stdout.print(f"input {m.input['name']!r}: {m.input['contract']}, {m.input_size}x{m.input_size}")
+    if res.signature is not None and res.signature.outputs:
+        o = res.signature.outputs[0]
+        stdout.print(f"output {o.name!r}: {o.dtype} {list(o.shape)} (-1: dynamic)")
+    stdout.print(f"{m.num_classes} classes: {', '.join(m.class_names)}")
+    for note in m.notes:
+        stdout.print(f"note: {note}")
+
+
 # --------------------------------------------------------------------------- eval-device
 
 

@@ -116,18 +116,16 @@ def _logits(fn, batches: list[np.ndarray]) -> np.ndarray:
 
 def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult:
     """Export one artifact; see the module docstring for the parity gate."""
-    import torch
-
-    from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
-    from edgerobust.data import origin_split, spread_batches
-    from edgerobust.models.build import count_params
     from edgerobust.models.checkpoint import load_checkpoint, read_spec, resolve
 
     req.validate()
-    exporter = get_exporter(req.format)
-    rep = reporter or NullReporter()
     ckpt_path = resolve(req.checkpoint)
-    spec = read_spec(ckpt_path)
+    _check_precision(req, read_spec(ckpt_path), ckpt_path)  # before loading any weights
+    return export_checkpoint(load_checkpoint(ckpt_path), req, reporter)
+
+
+def _check_precision(req: ExportRequest, spec: Any, ckpt_path: Path) -> None:
+    exporter = get_exporter(req.format)
     quant = req.quant or spec.precision
     if spec.precision == "int8" and quant == "fp32":
         raise ConfigError(f"{ckpt_path} is already int8: export its fp32 source for --quant fp32")
@@ -137,7 +135,32 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
             f"{req.format} int8 is quantized by its exporter from the fp32 model: pass the fp32 "
             f"checkpoint ({parent}) with --quant int8"
         )
-    ckpt = load_checkpoint(ckpt_path)
+    if quant == "int8" and exporter.int8 == "ptsq" and spec.origin.get("kind") == "module":
+        raise ConfigError(
+            f"{req.format} int8 is eager PTSQ, which needs a registered architecture; a model "
+            "built from your own module exports int8 as ONNX (format='onnx', quant='int8')"
+        )
+
+
+def export_checkpoint(
+    ckpt: Any, req: ExportRequest, reporter: Reporter | None = None
+) -> ExportResult:
+    """Export a loaded checkpoint (``edgerobust.models.checkpoint.Checkpoint``): the same gate
+    and manifest as :func:`export`; ``req.checkpoint`` is not read. The Python API
+    (:mod:`edgerobust.api`) passes models built from the user's own module this way."""
+    import torch
+
+    from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+    from edgerobust.data import origin_split, spread_batches
+    from edgerobust.models.build import count_params
+    from edgerobust.models.checkpoint import load_checkpoint
+
+    req.validate()
+    exporter = get_exporter(req.format)
+    rep = reporter or NullReporter()
+    ckpt_path, spec = ckpt.path, ckpt.spec
+    _check_precision(req, spec, ckpt_path)
+    quant = req.quant or spec.precision
     size = spec.input_size
 
     # Real images: calibration from the source training split, parity on held-out validation.

@@ -15,10 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgerobust.errors import ArtifactError, RuntimeUnavailable
 
 from .formats import format_of, list_formats, suffixes
 from .manifest import Manifest, read_manifest, verify_artifact
+from .preprocess import InputContract
 from .registry import (
     RUNTIMES,
     Runtime,
@@ -45,7 +48,8 @@ def open_artifact(
     path = Path(path)
     if format_of(path.suffix) is None:
         raise ArtifactError(
-            f"{path.name}: not an artifact (expected {', '.join(suffixes())} made by 'edgerobust export')"
+            f"{path.name}: not an artifact (expected {', '.join(suffixes())} made by "
+            "'edgerobust export' or 'edgerobust import')"
         )
     manifest = read_manifest(path)
     runtime = runtime or default_runtime(manifest.format)
@@ -59,7 +63,45 @@ def open_artifact(
         raise ValueError("threads must be >= 1")
     if verify:
         verify_artifact(path, manifest)
-    return cls.load(path, manifest, threads=threads, **options)
+    return with_contract(cls.load(path, manifest, threads=threads, **options))
+
+
+class ContractRuntime:
+    """A runtime whose file expects another input than the standard [0, 1] NCHW (an imported
+    model: normalized, 0-255, NHWC, uint8, fixed batch). It takes the standard input like every
+    runtime and applies the manifest's :class:`InputContract` right before the model, so
+    evaluation, Salt&Pepper (``bounds=(0, 1)``), benchmarks and the device check need no change.
+    Everything else (``manifest``, ``session``, ``module``, ...) is the wrapped runtime's."""
+
+    def __init__(self, inner: Runtime, contract: InputContract) -> None:
+        self.inner = inner
+        self.contract = contract
+        self._apply = contract.apply
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        b = self.contract.batch
+        if b is None or len(x) == b:
+            return self.inner(self._apply(x))
+        out = []
+        for s in range(0, len(x), b):
+            chunk = x[s : s + b]
+            n = len(chunk)
+            if n < b:  # pad the last chunk to the file's fixed batch, then drop the padding
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+            out.append(np.asarray(self.inner(self._apply(chunk)))[:n])
+        return np.concatenate(out)
+
+    def info(self) -> dict[str, Any]:
+        return {**self.inner.info(), "input_contract": self.contract.describe()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def with_contract(runtime: Runtime) -> Runtime:
+    """``runtime`` itself for a standard artifact, else wrapped in :class:`ContractRuntime`."""
+    contract = InputContract.from_input(runtime.manifest.input)
+    return runtime if contract.standard else ContractRuntime(runtime, contract)
 
 
 # Registration: importing these modules is cheap (their heavy imports happen in ``load``).
@@ -68,6 +110,8 @@ from . import torchscript as _torchscript  # noqa: E402,F401
 
 __all__ = [
     "RUNTIMES",
+    "ContractRuntime",
+    "InputContract",
     "Manifest",
     "Runtime",
     "default_runtime",
@@ -77,4 +121,5 @@ __all__ = [
     "open_artifact",
     "read_manifest",
     "register",
+    "with_contract",
 ]

@@ -32,7 +32,7 @@ class Manifest:
     file: str  # artifact file name, relative to the manifest
     sha256: str
     size_bytes: int
-    params: int
+    params: int | None  # None: not countable in the file (an imported model; see notes)
     engine: str | None = None  # quantization engine (fbgemm | x86 | qnnpack | onnxruntime)
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, source domain, split
     parity: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +42,8 @@ class Manifest:
 
     @property
     def input_size(self) -> int:
+        if "size" in self.input:  # imported models record it: NHWC shapes end in the channels
+            return int(self.input["size"])
         return int(self.input["shape"][-1])
 
     @property
@@ -100,7 +102,8 @@ def read_manifest(artifact: str | Path) -> Manifest:
     if not mpath.is_file():
         raise ArtifactError(
             f"no manifest {mpath.name} beside {artifact.name}: artifacts carry one from "
-            "'edgerobust export'; copy it along with the artifact"
+            "'edgerobust export'; copy it along with the artifact (a model made elsewhere: "
+            "'edgerobust import FILE --classes ... --input-size N')"
         )
     try:
         data = json.loads(mpath.read_text())

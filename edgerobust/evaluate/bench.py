@@ -24,7 +24,7 @@ import numpy as np
 from edgerobust.data import decode_domain, open_dataset
 from edgerobust.evaluate import EvalConfig, domain_indices, evaluate, measure_latency, percentiles
 from edgerobust.progress import NullReporter, Reporter
-from edgerobust.runtimes import open_artifact
+from edgerobust.runtimes import ContractRuntime, open_artifact
 from edgerobust.runtimes.preprocess import to_input
 
 LATENCY_GOAL = 1.05
@@ -85,6 +85,9 @@ def run_bench(cfg: BenchConfig, reporter: Reporter | None = None) -> dict[str, A
     _, idx = domain_indices(ds.domain(domain), man.source, None)
     idx = [i for i in idx if images.ok[i]]
     bare = _bare_callable(Path(cfg.artifact), man.format, cfg.threads, man.engine)
+    if isinstance(tool, ContractRuntime):
+        # An imported model's own script would preprocess for it too: same conversion both sides.
+        bare = ContractRuntime(bare, tool.contract)
     x1 = to_input(np.asarray(images.pixels[idx[:1]]))
     pre = [
         to_input(np.asarray(images.pixels[idx[s : s + cfg.batch_size]]))

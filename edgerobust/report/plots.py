@@ -18,12 +18,13 @@ class Plot:
     headline: str
 
 
-_MARKERS = {"-": "o", "FP": "s", "KD": "^", "PTSQ": "D"}
+_MARKERS = {"-": "o", "FP": "s", "KD": "^", "PTSQ": "D", "imported": "x"}
 _METHOD_NAMES = {
     "-": "baseline",
     "FP": "pruned (FP)",
     "KD": "distilled (KD)",
     "PTSQ": "int8 (PTSQ)",
+    "imported": "imported (edgerobust import)",
 }
 
 

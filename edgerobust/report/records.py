@@ -34,7 +34,7 @@ from edgerobust.runtimes.formats import format_of, list_formats
 
 RECORD_KINDS = ("train", "prune", "distill", "quantize", "export", "eval-device", "attack")
 INCOMPLETE = ".incomplete"
-METHOD_ORDER = ("-", "FP", "KD", "PTSQ")
+METHOD_ORDER = ("-", "FP", "KD", "PTSQ", "imported")
 # Tables 4 and 5: the paper's column order and names.
 ATTACK_COLUMNS = (
     ("deepfool", "DeepFool Linf"),
@@ -324,11 +324,30 @@ class Models:
         art = rec.artifact
         own = _own_int8(art["format"], art["precision"])
         m = self._owner(rec, art["source"].get("checkpoint"), own)
+        if m is None and art["source"].get("kind") == "imported":
+            m = self._imported(rec)
         if m is None:
             return
         if m.params is None and isinstance(art["params"], int):
             m.params = art["params"]
         m.evals.append(rec)
+
+    def _imported(self, rec: EvalDeviceRecord) -> Model:
+        """A model imported with ``edgerobust import``: no checkpoint, no known source domain;
+        one model per artifact name (its ``arch``), shown as it came."""
+        art = rec.artifact
+        key = ("imported", art["arch"])
+        if key not in self.models:
+            self.models[key] = Model(
+                "imported",
+                art["arch"],
+                art["arch"],
+                "imported",
+                art["arch"],
+                "imported",
+                art["params"],
+            )
+        return self.models[key]
 
     def _add_attack(self, rec: AttackRecord | AttackFigureRecord) -> None:
         if isinstance(rec, AttackRecord):

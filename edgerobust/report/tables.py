@@ -192,7 +192,7 @@ def _shifts(models: Models, ms: list[Model]) -> list[tuple[str, str]]:
 
 
 def table2(models: Models) -> Table:
-    ms = models.sorted(("baseline", "pruned", "distilled"))
+    ms = models.sorted(("baseline", "pruned", "distilled", "imported"))
     shifts = _shifts(models, ms)
     rows: dict[str, list[Cell]] = {}
     cells: dict[str, dict[tuple[str, str], Acc | None]] = {}
