@@ -267,3 +267,93 @@ def test_record_keeps_the_config(corrupted_record):
     assert cfg["corruptions"] == ["gaussian_noise", "contrast", "defocus_blur"]
     assert cfg["severities"] == [0, 1, 5] and cfg["corruption_seed"] == 0
     json.dumps(corrupted_record)  # plain JSON
+
+
+# --------------------------------------------------------------------------- the device side
+
+BLOCK = """
+import importlib.abc, json, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+from edgerobust.cli import main
+try:
+    main(sys.argv[1:])
+    code = 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+print("MODULES " + json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)))
+sys.exit(code)
+"""
+
+
+def _child(blocked: set[str], *args):
+    import subprocess
+    import sys
+
+    code = f"BLOCKED = {sorted(blocked)!r}\n" + BLOCK
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_eval_device_corruptions_without_torch(artifacts, synthetic_root, tmp_path):
+    rec = tmp_path / "rec.json"
+    proc = _child(
+        {"torch", "torchvision", "foolbox"},
+        "eval-device", artifacts[("onnx", "int8")].artifact, "--data", synthetic_root,
+        "--domains", "natural", "--corruptions", "impulse_noise,zoom_blur,jpeg_compression",
+        "--severities", "1,3", "--reference", artifacts[("onnx", "fp32")].artifact,
+        "--out", rec, "--latency-runs", "3", "--warmup", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "MODULES []" in proc.stdout
+    assert "zoom_blur" in proc.stdout and "mCE" in proc.stdout
+    c = json.loads(rec.read_text())["domains"][0]["corruptions"]
+    assert [r["corruption"] for r in c["results"]] == [
+        "impulse_noise",
+        "zoom_blur",
+        "jpeg_compression",
+    ]
+    assert c["reference"]["mce"] is None or c["reference"]["mce"] > 0
+
+
+def test_missing_scipy_names_the_extra(artifacts, synthetic_root, tmp_path):
+    rec = tmp_path / "rec.json"
+    art = artifacts[("onnx", "fp32")].artifact
+    proc = _child(
+        {"torch", "torchvision", "foolbox", "scipy"},
+        "eval-device", art, "--data", synthetic_root, "--corruptions", "fog,defocus_blur",
+        "--out", rec,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "defocus_blur" in lines[0] and "edgerobust[corruptions]" in lines[0]
+    assert not rec.exists()
+    # the corruptions that need no scipy run without it
+    proc = _child(
+        {"torch", "torchvision", "foolbox", "scipy"},
+        "eval-device", art, "--data", synthetic_root, "--domains", "webcam",
+        "--corruptions", "fog,contrast,motion_blur", "--severities", "2", "--out", rec,
+        "--latency-runs", "3", "--warmup", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "MODULES []" in proc.stdout and rec.exists()
+
+
+def test_cli_rejects_bad_corruptions_in_one_line(artifacts, synthetic_root):
+    art = artifacts[("onnx", "fp32")].artifact
+    for args, what in (
+        (("--corruptions", "frost"), "left out"),
+        (("--corruptions", "fog", "--severities", "0-9"), "severities"),
+        (("--reference", art), "--reference needs --corruptions"),
+    ):
+        proc = _child({"torch"}, "eval-device", art, "--data", synthetic_root, *args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0], proc.stderr
