@@ -346,14 +346,30 @@ def test_missing_scipy_names_the_extra(artifacts, synthetic_root, tmp_path):
     assert "MODULES []" in proc.stdout and rec.exists()
 
 
-def test_cli_rejects_bad_corruptions_in_one_line(artifacts, synthetic_root):
+def test_cli_rejects_bad_corruptions_in_one_line(artifacts, synthetic_root, capsys):
+    from edgerobust.cli import main
+
     art = artifacts[("onnx", "fp32")].artifact
     for args, what in (
         (("--corruptions", "frost"), "left out"),
         (("--corruptions", "fog", "--severities", "0-9"), "severities"),
         (("--reference", art), "--reference needs --corruptions"),
     ):
-        proc = _child({"torch"}, "eval-device", art, "--data", synthetic_root, *args)
-        assert proc.returncode != 0 and "Traceback" not in proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and what in lines[0], proc.stderr
+        with pytest.raises(SystemExit) as exc:
+            main(["eval-device", str(art), "--data", str(synthetic_root), *map(str, args)])
+        err = capsys.readouterr().err
+        assert exc.value.code != 0 and "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and what in lines[0], err
+
+
+def test_cli_lists_the_registry(capsys):
+    from edgerobust.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["corruptions"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for name in list_corruptions():
+        assert name in out
+    assert "left out: frost" in out
