@@ -633,8 +633,14 @@ def corruptions_cmd() -> None:
     t = Table(title="ImageNet-C corruptions (parameters of severities 1..5, as published)")
     for col in ("corruption", "group", "in all", "severities 1..5"):
         t.add_column(col)
+
+    def text(p: object) -> str:
+        if isinstance(p, tuple):
+            return "(" + ", ".join(map(text, p)) + ")"
+        return f"{p:g}" if isinstance(p, float) else str(p)
+
     for name, c in CORRUPTIONS.items():
-        t.add_row(name, c.group, "yes" if c.benchmark else "no", "; ".join(map(str, c.params)))
+        t.add_row(name, c.group, "yes" if c.benchmark else "no", "; ".join(map(text, c.params)))
     stdout.print(t)
     for name, why in LEFT_OUT.items():
         stdout.print(f"left out: {name}: {why}")

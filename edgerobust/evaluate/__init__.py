@@ -66,9 +66,8 @@ class EvalConfig:
     attack_steps: int = 400  # the paper's Salt&Pepper steps
     attack_seed: int = 0
     attack_stop: str = "settled"  # see edgerobust.attacks.saltpepper.StopRule
-    corruptions: tuple[str, ...] | None = (
-        None  # ImageNet-C corruptions (edgerobust.data.corruptions)
-    )
+    # ImageNet-C corruptions (edgerobust.data.corruptions), at these severities (0: clean)
+    corruptions: tuple[str, ...] | None = None
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     corruption_seed: int = 0
     reference: str | None = None  # artifact or eval-device record: CE / mCE relative to it
@@ -243,6 +242,8 @@ def evaluate(
     man = model.manifest
     check_classes(man.class_names, ds.classes, ds.root)
     size = man.input_size
+    # a bad --reference fails here, before any image is decoded
+    reference = _ReferenceSource(cfg, size) if cfg.reference else None
     decoded = decoded if decoded is not None else {}
     results = []
     attack_work = []  # (images, indices) per domain, attacked after the memory reading
@@ -317,7 +318,7 @@ def evaluate(
             rep.done(t)
     if cfg.corruptions:
         # After the memory reading too: the corrupted images are not the model's memory.
-        _corruption_pass(cfg, model, ds, results, attack_work, rep)
+        _corruption_pass(cfg, model, reference, ds, results, attack_work, rep)
     total_n = sum(r["n"] for r in results)
     total_s = sum(r["seconds"] for r in results)
     record = EvalDeviceRecord(
@@ -367,6 +368,7 @@ def evaluate(
 def _corruption_pass(
     cfg: EvalConfig,
     model: Runtime,
+    reference: _ReferenceSource | None,
     ds: Any,
     results: list[dict[str, Any]],
     work: list[tuple[Images, list[int]]],
@@ -377,7 +379,6 @@ def _corruption_pass(
     from edgerobust.evaluate.corruptions import corruption_accuracy, corruption_errors
 
     assert cfg.corruptions is not None
-    reference = _ReferenceSource(cfg, model.manifest.input_size) if cfg.reference else None
 
     def measure(m: Callable[[np.ndarray], np.ndarray], name: str, images: Images, idx: list[int]):
         return corruption_accuracy(
@@ -414,7 +415,6 @@ class _ReferenceSource:
         path = Path(str(cfg.reference))
         self.model: Runtime | None = None
         self.figures: dict[str, dict[str, Any]] = {}
-        data = None
         if path.suffix == ".json":
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
