@@ -114,9 +114,8 @@ def corruption_table(domain: str, c: dict):
 
     ref = c.get("reference")
     t = Table(
-        title=f"accuracy % under corruptions on {domain} (n={c['n']}, seed {c['seed']}); "
-        f"clean {pct(c['clean']['accuracy'])} %"
-        + (f"; CE relative to {ref['file']}" if ref else "")
+        title=f"{domain} (n={c['n']}) under corruptions, accuracy %; "
+        f"clean {pct(c['clean']['accuracy'])} %" + (f"; CE vs {ref['file']}" if ref else ""),
     )
     t.add_column("corruption")
     for s in c["severities"]:

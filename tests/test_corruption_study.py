@@ -97,6 +97,7 @@ def test_corruption_stage_per_artifact_and_report(tmp_path, synthetic_root):
     report = write_report(ReportConfig(str(out)))
     table = next(t for t in report.tables if t.name == "table_corruptions")
     assert table.columns[-4:] == ("gaussian_noise", "contrast", "Mean", "mCE")
+    assert set(table.column("Images")) == {"studio val"}
     assert [row[table.columns.index("Artifact")] for row in table.rows] == [
         "onnx fp32",
         "onnx int8",
@@ -112,3 +113,34 @@ def test_corruption_stage_per_artifact_and_report(tmp_path, synthetic_root):
     assert plot.path.is_file() and plot.path.stat().st_size > 1000
     page = (report.out / "index.html").read_text()
     assert "table_corruptions" in page and "corruptions_vs_severity" in page
+
+
+def test_report_reads_eval_device_corruptions(artifacts, trained, synthetic_root, tmp_path):
+    """Without a study: eval-device --corruptions records (and the train record that places
+    them) give the same table and plot."""
+    import shutil
+
+    from edgerobust.evaluate import EvalConfig, evaluate
+    from edgerobust.report import ReportConfig, write_report
+
+    shutil.copy(trained.run / "train.json", tmp_path / "train.json")
+    for prec in ("fp32", "int8"):
+        evaluate(
+            EvalConfig(
+                str(artifacts[("onnx", prec)].artifact),
+                str(synthetic_root),
+                domains=("natural",),
+                limit=20,
+                warmup=0,
+                latency_runs=1,
+                corruptions=("snow", "pixelate"),
+                severities=(2, 4),
+                out=str(tmp_path / f"eval-{prec}.json"),
+            )
+        )
+    report = write_report(ReportConfig(str(tmp_path)))
+    table = next(t for t in report.tables if t.name == "table_corruptions")
+    assert [r[table.columns.index("Artifact")] for r in table.rows] == ["onnx fp32", "onnx int8"]
+    assert set(table.column("Images")) == {"natural all (sample of 20)"}
+    assert table.column("mCE")[0] == pytest.approx(1.0)
+    assert any(p.name == "corruptions_vs_severity" for p in report.plots)

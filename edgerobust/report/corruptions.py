@@ -21,14 +21,50 @@ from edgerobust.report.tables import Table
 from edgerobust.runtimes.formats import list_formats
 
 
+def _from_evals(m: Model) -> list[CorruptionRecord]:
+    """The corruption figures of ``eval-device --corruptions`` records, one per domain, in the
+    form the study's stage writes them."""
+    out = []
+    for ev in m.evals:
+        for d in ev.domains:
+            if d.get("corruptions"):
+                out.append(
+                    CorruptionRecord(
+                        created=ev.created,
+                        edgerobust=ev.edgerobust,
+                        artifact=ev.artifact,
+                        runtime=ev.runtime,
+                        domain=d["domain"],
+                        split=d.get("split", "?"),
+                        corruptions=d["corruptions"],
+                        study=ev.study,
+                    )
+                )
+    return out
+
+
 def _rows(models: Models) -> list[tuple[Model, CorruptionRecord]]:
+    """Every (model, corruption figures): the study's stage records, then eval-device records
+    with --corruptions; one row per artifact and set of images (the newest)."""
     out = []
     for m in models.sorted():
-        for rec in sorted(
-            m.corruptions,
-            key=lambda r: (_order(r.artifact["format"], list_formats()), r.artifact["precision"]),
-        ):
-            out.append((m, rec))
+        seen = set()
+        found = sorted(
+            [*m.corruptions, *_from_evals(m)],
+            key=lambda r: (
+                _order(r.artifact["format"], list_formats()),
+                r.artifact["precision"],
+                r.domain,
+                r.created,
+            ),
+        )
+        picked = []
+        for rec in reversed(found):  # the newest of each artifact and images
+            key = (rec.artifact.get("sha256"), rec.corruptions["images"])
+            if key not in seen:
+                seen.add(key)
+                picked.append((m, rec))
+        out.extend(reversed(picked))
     return out
 
 
@@ -38,7 +74,7 @@ def _reference(models: Models, m: Model, rec: CorruptionRecord) -> CorruptionRec
     for other in models.models.values():
         if other.source != m.source or other.compression != "baseline" or other.arch != m.base:
             continue
-        for r in other.corruptions:
+        for r in [*other.corruptions, *_from_evals(other)]:
             c, rc = rec.corruptions, r.corruptions
             same = all(c[k] == rc[k] for k in ("images", "severities", "seed", "n", "version"))
             if same and r.artifact["precision"] == "fp32":
@@ -86,6 +122,7 @@ def corruption_tables(models: Models) -> list[Table]:
                 m.label,
                 _params_cell(m.params),
                 f"{art['format']} {art['precision']}",
+                f"{rec.domain} {rec.split}",
                 Acc(c["clean"]["correct"], c["n"]),
                 *cells,
                 pooled(bench),
@@ -103,6 +140,7 @@ def corruption_tables(models: Models) -> list[Table]:
                 "Model",
                 "# Params (M)",
                 "Artifact",
+                "Images",
                 "Clean",
                 *names,
                 "Mean",
@@ -110,10 +148,10 @@ def corruption_tables(models: Models) -> list[Table]:
             ),
             tuple(body),
             (
-                f"Each corruption column: accuracy averaged over severities {sev} on the source "
-                "domain's validation split; Mean pools the benchmark corruptions' images and "
-                "severities (its interval is approximate: the same images are corrupted several "
-                "times).",
+                f"Each corruption column: accuracy averaged over severities {sev} on the images "
+                "named (a study: the source domain's validation split); Mean pools the benchmark "
+                "corruptions' images and severities (its interval is approximate: the same "
+                "images are corrupted several times).",
                 "mCE: mean over corruptions of sum_s E / sum_s E_ref (E: top-1 error), with the "
                 "fp32 baseline of the same source and base architecture as the reference "
                 "(Hendrycks & Dietterich normalise by AlexNet); 1.00 is the baseline itself.",
