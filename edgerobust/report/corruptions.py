@@ -126,7 +126,7 @@ def corruption_tables(models: Models) -> list[Table]:
                 Acc(c["clean"]["correct"], c["n"]),
                 *cells,
                 pooled(bench),
-                mce,
+                None if mce is None else f"{mce:.3f}",  # CE differences are often < 0.01
             )
         )
     sev = sorted({s for _, rec in rows for s in rec.corruptions["severities"]})
