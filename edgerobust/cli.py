@@ -18,7 +18,13 @@ import typer
 from edgerobust import __version__
 from edgerobust.attacks import parse_attacks, parse_eps
 from edgerobust.attacks.overrides import parse_overrides
-from edgerobust.console import attack_table, eval_table, pct, print_device_check
+from edgerobust.console import (
+    attack_table,
+    corruption_table,
+    eval_table,
+    pct,
+    print_device_check,
+)
 from edgerobust.errors import ConfigError, EdgeRobustError
 from edgerobust.models import list_archs
 from edgerobust.runtimes import list_runtimes
@@ -616,6 +622,22 @@ def eval_device(
             help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
         ),
     ] = SpStop.settled,
+    corruptions: Annotated[
+        str | None,
+        typer.Option(
+            help="ImageNet-C corruptions: all, or names (edgerobust corruptions lists them)."
+        ),
+    ] = None,
+    severities: Annotated[
+        str, typer.Option(help="Corruption severities, 1-5 or e.g. 1,3,5 (0: clean).")
+    ] = "1-5",
+    corruption_seed: Annotated[int, typer.Option(help="Seed of the corruptions' noise.")] = 0,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Artifact (or eval-device record) the corruption errors are relative to (mCE)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
     logits_out: Annotated[
         Path | None,
@@ -625,6 +647,7 @@ def eval_device(
     """Evaluate an artifact inside its runtime: accuracy per domain, latency, size, memory."""
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
+    from edgerobust.data.corruptions import parse_corruptions, parse_severities
     from edgerobust.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(
@@ -643,6 +666,10 @@ def eval_device(
         attack_steps=sp_steps,
         attack_seed=sp_seed,
         attack_stop=sp_stop.value,
+        corruptions=parse_corruptions(corruptions),
+        severities=parse_severities(severities),
+        corruption_seed=corruption_seed,
+        reference=str(reference) if reference else None,
         out=str(out) if out else None,
         logits_out=str(logits_out) if logits_out else None,
     )
@@ -651,6 +678,9 @@ def eval_device(
     with RichReporter() as rep:
         record = evaluate(cfg, rep)
     stdout.print(eval_table([record]))
+    for d in record["domains"]:
+        if d.get("corruptions"):
+            stdout.print(corruption_table(d["domain"], d["corruptions"]))
     for d in record["domains"]:
         a = d.get("attack")
         if a:
@@ -670,6 +700,31 @@ def eval_device(
         stdout.print(f"[yellow]warning:[/] {warning}")
     if out:
         stdout.print(f"record -> {out}")
+
+
+@app.command("corruptions")
+def corruptions_cmd() -> None:
+    """List the ImageNet-C corruptions eval-device --corruptions knows, with their published
+    parameters per severity, and those left out."""
+    from rich.table import Table
+
+    from edgerobust.console import out as stdout
+    from edgerobust.data.corruptions import CORRUPTIONS, LEFT_OUT
+
+    t = Table(title="ImageNet-C corruptions (parameters of severities 1..5, as published)")
+    for col in ("corruption", "group", "in all", "severities 1..5"):
+        t.add_column(col)
+
+    def text(p: object) -> str:
+        if isinstance(p, tuple):
+            return "(" + ", ".join(map(text, p)) + ")"
+        return f"{p:g}" if isinstance(p, float) else str(p)
+
+    for name, c in CORRUPTIONS.items():
+        t.add_row(name, c.group, "yes" if c.benchmark else "no", "; ".join(map(text, c.params)))
+    stdout.print(t)
+    for name, why in LEFT_OUT.items():
+        stdout.print(f"left out: {name}: {why}")
 
 
 # --------------------------------------------------------------------------- device-check

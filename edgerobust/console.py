@@ -108,6 +108,43 @@ def eval_table(records: list[dict]):
     return t
 
 
+def corruption_table(domain: str, c: dict):
+    """Accuracy % per corruption and severity on one domain, with CE when there is a reference."""
+    from rich.table import Table
+
+    ref = c.get("reference")
+    t = Table(
+        title=f"{domain} (n={c['n']}) under corruptions, accuracy %; "
+        f"clean {pct(c['clean']['accuracy'])} %" + (f"; CE vs {ref['file']}" if ref else ""),
+    )
+    t.add_column("corruption")
+    for s in c["severities"]:
+        t.add_column(f"sev {s}", justify="right")
+    t.add_column("mean", justify="right")
+    if ref:
+        t.add_column("CE", justify="right")
+        t.add_column("rel. CE", justify="right")
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    for r in c["results"]:
+        row = [r["corruption"] + ("" if r["benchmark"] else " (extra)")]
+        row += [pct(a) for a in r["accuracy"]] + [pct(r["mean_accuracy"])]
+        if ref:
+            row += [
+                num(ref["ce"].get(r["corruption"])),
+                num(ref["relative_ce"].get(r["corruption"])),
+            ]
+        t.add_row(*row)
+    t.add_section()
+    row = ["mean (benchmark)"] + [pct(a) for a in c["mean_by_severity"]] + [pct(c["mean_accuracy"])]
+    if ref:
+        row += [f"mCE {num(ref['mce'])}", num(ref["relative_mce"])]
+    t.add_row(*row)
+    return t
+
+
 def attack_table(record: dict):
     from rich.table import Table
 

@@ -439,6 +439,29 @@ class AttackFigureRecord(Record):
     study: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CorruptionRecord(Record):
+    """A study's ``corruptions`` stage: one artifact in its runtime under ImageNet-C corruptions
+    on the source domain's validation split. ``corruptions`` is
+    :func:`edgerobust.evaluate.corruptions.corruption_accuracy`'s result (the same block
+    ``eval-device --corruptions`` puts in each domain of its record)."""
+
+    KIND: ClassVar[str] = "corruptions"
+    _NESTED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "artifact": ("format", "precision", "source"),
+        "runtime": ("runtime",),
+        "corruptions": ("severities", "n", "images", "clean", "results", "mean_accuracy"),
+    }
+    created: str
+    edgerobust: str
+    artifact: dict[str, Any]
+    runtime: dict[str, Any]
+    domain: str
+    split: str
+    corruptions: dict[str, Any]
+    study: dict[str, Any] | None = None
+
+
 # --------------------------------------------------------------------------- the registry
 
 READERS: Registry[Callable[[Mapping[str, Any]], Record]] = Registry("record kind")
@@ -451,6 +474,7 @@ for _cls in (
     QuantizeRecord,
     ExportRecord,
     EvalDeviceRecord,
+    CorruptionRecord,
 ):
     READERS.add(_cls.KIND, _cls.from_dict)
 

@@ -7,6 +7,11 @@ end-to-end throughput, artifact size, peak memory, and the host fingerprint. One
 With ``attack="saltpepper"`` the decision-based Salt&Pepper attack then runs against the artifact
 itself on the same images (:mod:`edgerobust.attacks.device`; figures labelled ``blackbox``).
 
+With ``corruptions`` each domain's images are also scored under ImageNet-C corruptions at the
+chosen severities (:mod:`edgerobust.evaluate.corruptions`), and with ``reference`` (an artifact,
+or an eval-device record that has corruption figures) the corruption errors (CE, mCE) relative
+to it.
+
 Needs only numpy, pillow and the runtime's own library: with ``--runtime onnxruntime`` this runs
 on a device where torch is not installed.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +66,11 @@ class EvalConfig:
     attack_steps: int = 400  # the paper's Salt&Pepper steps
     attack_seed: int = 0
     attack_stop: str = "settled"  # see edgerobust.attacks.saltpepper.StopRule
+    # ImageNet-C corruptions (edgerobust.data.corruptions), at these severities (0: clean)
+    corruptions: tuple[str, ...] | None = None
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruption_seed: int = 0
+    reference: str | None = None  # artifact or eval-device record: CE / mCE relative to it
     out: str | None = None
     logits_out: str | None = None  # .npz of the logits and the images they belong to
 
@@ -80,11 +91,25 @@ class EvalConfig:
             validate_options(
                 self.attack, self.attack_eps, self.attack_steps, self.attack_seed, self.attack_stop
             )
+        if self.corruptions is not None:
+            from edgerobust.data.corruptions import check_available, parse_corruptions
+
+            parse_corruptions(",".join(self.corruptions))  # one line for an unknown name
+            check_available(self.corruptions)
+            if not self.severities or any(s not in range(6) for s in self.severities):
+                raise ConfigError("--severities are 0 (clean) to 5, e.g. 1-5 or 1,3,5")
+        if self.reference is not None:
+            if self.corruptions is None:
+                raise ConfigError("--reference needs --corruptions (it normalises their errors)")
+            if not Path(self.reference).is_file():
+                raise ConfigError(f"--reference {self.reference}: no such file")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["domains"] = list(self.domains) if self.domains else None
         d["attack_eps"] = list(self.attack_eps) if self.attack_eps is not None else None
+        d["corruptions"] = list(self.corruptions) if self.corruptions is not None else None
+        d["severities"] = list(self.severities)
         return d
 
 
@@ -217,6 +242,8 @@ def evaluate(
     man = model.manifest
     check_classes(man.class_names, ds.classes, ds.root)
     size = man.input_size
+    # a bad --reference fails here, before any image is decoded
+    reference = _ReferenceSource(cfg, size) if cfg.reference else None
     decoded = decoded if decoded is not None else {}
     results = []
     attack_work = []  # (images, indices) per domain, attacked after the memory reading
@@ -289,6 +316,9 @@ def evaluate(
                 stop=cfg.attack_stop,
             )
             rep.done(t)
+    if cfg.corruptions:
+        # After the memory reading too: the corrupted images are not the model's memory.
+        _corruption_pass(cfg, model, reference, ds, results, attack_work, rep)
     total_n = sum(r["n"] for r in results)
     total_s = sum(r["seconds"] for r in results)
     record = EvalDeviceRecord(
@@ -333,6 +363,97 @@ def evaluate(
     if cfg.out:
         atomic_write_json(cfg.out, record)
     return record
+
+
+def _corruption_pass(
+    cfg: EvalConfig,
+    model: Runtime,
+    reference: _ReferenceSource | None,
+    ds: Any,
+    results: list[dict[str, Any]],
+    work: list[tuple[Images, list[int]]],
+    rep: Reporter,
+) -> None:
+    """Each domain's scored images under the corruptions (``r["corruptions"]``), and against the
+    reference when one is given."""
+    from edgerobust.evaluate.corruptions import corruption_accuracy, corruption_errors
+
+    assert cfg.corruptions is not None
+
+    def measure(m: Callable[[np.ndarray], np.ndarray], name: str, images: Images, idx: list[int]):
+        return corruption_accuracy(
+            m,
+            images.pixels,
+            images.labels,
+            idx,
+            cfg.corruptions,
+            cfg.severities,
+            seed=cfg.corruption_seed,
+            batch_size=cfg.batch_size,
+            domain=name,
+            files=[ds.domain(name).files[i] for i in idx],
+            reporter=rep,
+        )
+
+    for r, (images, idx) in zip(results, work, strict=True):
+        res = measure(model, r["domain"], images, idx)
+        if reference is not None:
+            ref = reference.result(
+                r["domain"], lambda m, r=r, im=images, i=idx: measure(m, r["domain"], im, i)
+            )
+            res["reference"] = {**reference.info, **corruption_errors(res, ref)}
+        r["corruptions"] = res
+
+
+class _ReferenceSource:
+    """Where CE's reference figures come from: an eval-device record that has them, or an
+    artifact measured here on the very same corrupted images."""
+
+    def __init__(self, cfg: EvalConfig, input_size: int) -> None:
+        import json
+
+        path = Path(str(cfg.reference))
+        self.model: Runtime | None = None
+        self.figures: dict[str, dict[str, Any]] = {}
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"--reference {path}: not readable JSON ({exc})") from None
+            if not isinstance(data, dict) or data.get("record") != "eval-device":
+                raise ConfigError(
+                    f"--reference {path}: pass an artifact (.onnx, .pt, .ptl) or an eval-device "
+                    "record measured with --corruptions"
+                )
+            self.figures = {
+                d["domain"]: d["corruptions"] for d in data["domains"] if d.get("corruptions")
+            }
+            art = data.get("artifact") or {}
+            self.info = {
+                "from": "record",
+                "path": str(path),
+                "file": art.get("file"),
+                "sha256": art.get("sha256"),
+            }
+        else:
+            self.model = open_artifact(path, None, threads=cfg.threads)
+            m = self.model.manifest
+            if m.input_size != input_size:
+                raise ConfigError(
+                    f"--reference {path} takes {m.input_size} px images, the artifact {input_size}: "
+                    "CE compares the same images"
+                )
+            self.info = {"from": "artifact", "path": str(path), "file": m.file, "sha256": m.sha256}
+
+    def result(self, domain: str, measure: Callable[[Runtime], dict[str, Any]]) -> dict[str, Any]:
+        if self.model is not None:
+            return measure(self.model)
+        if domain not in self.figures:
+            raise ConfigError(
+                f"--reference {self.info['path']} has no corruption figures on {domain}: "
+                "measure it with the same --domains and --corruptions"
+            )
+        return self.figures[domain]
 
 
 def save_logits(path: str | Path, scored: list[tuple[str, Any, np.ndarray]]) -> None:

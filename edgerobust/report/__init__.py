@@ -1,7 +1,8 @@
 """``edgerobust report DIR``: the paper's tables, three plots and one HTML page, from JSON records.
 
 Only the records are read (every ``*.json`` under ``DIR`` whose ``record`` field is one of
-``train``, ``prune``, ``distill``, ``quantize``, ``export``, ``eval-device``, ``attack``); nothing is
+``train``, ``prune``, ``distill``, ``quantize``, ``export``, ``eval-device``, ``attack``,
+``corruptions``); nothing is
 re-run or re-measured. Records under a folder holding an ``.incomplete`` marker (a stage that
 has not finished, see :mod:`edgerobust.study.store`) are left out.
 
@@ -16,7 +17,8 @@ the paper's unweighted mean of the columns; the tables say so.
 
 Outputs in ``OUT`` (default ``DIR/report``): ``table1.md`` / ``table1.csv`` ... ``table5``,
 ``target_vs_params.png``, ``adversarial_vs_size.png``, ``latency_vs_accuracy.png``,
-``index.html`` (self-contained: tables inline, plots embedded as base64 PNG).
+``index.html`` (self-contained: tables inline, plots embedded as base64 PNG). With records of
+a ``corruptions`` stage also ``table_corruptions`` and ``corruptions_vs_severity.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgerobust.errors import ConfigError
+from edgerobust.report.corruptions import corruption_plots, corruption_tables
 from edgerobust.report.html import _html
 from edgerobust.report.plots import (
     Plot,
@@ -69,7 +72,7 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     models = Models(records)
     out = Path(cfg.out) if cfg.out else Path(cfg.results) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(models)
+    tables = build_tables(models) + corruption_tables(models)
     files: list[Path] = []
     for t in tables:
         for suffix, text in ((".md", t.to_markdown()), (".csv", t.to_csv())):
@@ -87,6 +90,9 @@ def write_report(cfg: ReportConfig) -> ReportResult:
         tmp.replace(out / f"{name}.png")
         plots.append(Plot(plot.name, out / f"{name}.png", plot.headline))
         files.append(out / f"{name}.png")
+    for plot in corruption_plots(models, out):
+        plots.append(plot)
+        files.append(plot.path)
     page = _html(cfg.results, records, tables, plots)
     atomic_write_bytes(out / "index.html", page.encode("utf-8"))
     files.append(out / "index.html")

@@ -19,6 +19,7 @@ from edgerobust.models import list_archs
 from edgerobust.records import (
     AttackFigureRecord,
     AttackRecord,
+    CorruptionRecord,
     DistillRecord,
     EvalDeviceRecord,
     ExportRecord,
@@ -32,7 +33,16 @@ from edgerobust.report.cells import DASH, Acc, pooled
 from edgerobust.runtimes import default_runtime
 from edgerobust.runtimes.formats import format_of, list_formats
 
-RECORD_KINDS = ("train", "prune", "distill", "quantize", "export", "eval-device", "attack")
+RECORD_KINDS = (
+    "train",
+    "prune",
+    "distill",
+    "quantize",
+    "export",
+    "eval-device",
+    "attack",
+    "corruptions",
+)
 INCOMPLETE = ".incomplete"
 METHOD_ORDER = ("-", "FP", "KD", "PTSQ", "imported")
 # Tables 4 and 5: the paper's column order and names.
@@ -58,6 +68,7 @@ AnyRecord = (
     | EvalDeviceRecord
     | AttackRecord
     | AttackFigureRecord
+    | CorruptionRecord
 )
 
 
@@ -120,6 +131,7 @@ class Model:
     evals: list[EvalDeviceRecord] = field(default_factory=list)
     exports: list[ExportRecord] = field(default_factory=list)
     attack_results: list[dict[str, Any]] = field(default_factory=list)
+    corruptions: list[CorruptionRecord] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -348,6 +360,14 @@ class Models:
                 art["params"],
             )
         return self.models[key]
+
+    def _add_corruptions(self, rec: CorruptionRecord) -> None:
+        art = rec.artifact
+        m = self._owner(
+            rec, art["source"].get("checkpoint"), _own_int8(art["format"], art["precision"])
+        )
+        if m is not None:
+            m.corruptions.append(rec)
 
     def _add_attack(self, rec: AttackRecord | AttackFigureRecord) -> None:
         if isinstance(rec, AttackRecord):

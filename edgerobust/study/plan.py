@@ -277,6 +277,31 @@ def plan_study(study: Study) -> Plan:
                         dict(meta),
                     )
                 )
+    if study.corruptions:
+        # ImageNet-C corruptions inside each artifact's own runtime, on its source domain's
+        # validation split: every artifact sees the same corrupted images (cached once)
+        cs = study.corruptions
+        for art, meta in artifacts:
+            settings = {
+                **data_settings,
+                **split,
+                "runtime": default_runtime(meta["format"]),
+                "threads": 1,
+                "names": list(cs.names),
+                "severities": list(cs.severities),
+                "seed": cs.seed,
+                "limit": cs.limit or None,
+                "batch_size": cs.batch_size,
+            }
+            add(
+                Stage(
+                    "corruptions",
+                    settings,
+                    (("artifact", art), *data_deps),
+                    art.label,
+                    dict(meta),
+                )
+            )
     return Plan(study, tuple(stages.values()), tuple(notes))
 
 

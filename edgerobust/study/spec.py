@@ -90,6 +90,14 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     batch_size = 8
     saltpepper_steps = 400        # Salt&Pepper runs against every exported artifact (blackbox)
     saltpepper_stop = "settled"   # early stopping: settled (fast) | exact (foolbox's figures) | none
+
+    [corruptions]                 # ImageNet-C corruptions inside every artifact's runtime, on
+                                  # the source domain's validation split (edgerobust corruptions)
+    names = ["all"]               # "all" (the 14 benchmark ones here) or corruption names
+    severities = [1, 2, 3, 4, 5]
+    limit = 0                     # images of the validation split (0: all)
+    seed = 0
+    batch_size = 16
 """
 
 from __future__ import annotations
@@ -257,6 +265,15 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class CorruptionSpec:
+    names: tuple[str, ...]  # resolved: "all" becomes the registry's benchmark corruptions
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    limit: int = 0
+    seed: int = 0
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
 class Study:
     """A parsed, validated study file."""
 
@@ -269,6 +286,7 @@ class Study:
     export: ExportSpec | None = None
     eval: EvalSpec | None = None
     attack: AttackSpec | None = None
+    corruptions: CorruptionSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -634,6 +652,7 @@ def parse_study(
         at.finish()
         if "int8" in attack.models and quantize is None:
             at.fail("attack.models", "int8 needs a [compress.quantize] table")
+    corruptions = _corruptions(root.table("corruptions"), export)
     root.finish()
     return Study(
         path=path,
@@ -644,8 +663,38 @@ def parse_study(
         export=export,
         eval=ev,
         attack=attack,
+        corruptions=corruptions,
         raw=raw,
     )
+
+
+def _corruptions(t: _Table | None, export: ExportSpec | None) -> CorruptionSpec | None:
+    """The ``[corruptions]`` table: names from the corruption registry, "all" resolved there."""
+    if t is None:
+        return None
+    from edgerobust.data.corruptions import LEFT_OUT, list_corruptions
+
+    if export is None:
+        t.fail("corruptions", "needs an [export] table: corruptions are measured on artifacts")
+    choices = ("all", *list_corruptions())
+    names = t.get("names", t.array(t.string(choices)), ("all",))
+    for name in names:
+        if name in LEFT_OUT:  # pragma: no cover - the string check above already refuses it
+            t.fail("corruptions.names", f"{name} is left out: {LEFT_OUT[name]}")
+    if "all" in names:
+        names = tuple(dict.fromkeys([*list_corruptions(benchmark_only=True), *names]))
+        names = tuple(n for n in names if n != "all")
+    spec = CorruptionSpec(
+        names=names,
+        severities=tuple(
+            sorted(set(t.get("severities", t.array(t.integer(0, 5)), (1, 2, 3, 4, 5))))
+        ),
+        limit=t.get("limit", t.integer(0), 0),
+        seed=t.get("seed", t.integer(0), 0),
+        batch_size=t.get("batch_size", t.integer(1), 16),
+    )
+    t.finish()
+    return spec
 
 
 def _weights(t: _Table, name: str, base_dir: Path) -> str:

@@ -279,6 +279,64 @@ def saltpepper_stage(
     return out / "attacks.json"
 
 
+@register_stage("corruptions")
+def corruptions_stage(
+    settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
+) -> Path:
+    """ImageNet-C corruptions (``eval-device --corruptions``) against the exported artifact in
+    its runtime, on the source domain's validation split (or its seeded sample of ``limit``)."""
+    import datetime as dt
+
+    from edgerobust import __version__
+    from edgerobust.data import origin_images
+    from edgerobust.evaluate import domain_indices
+    from edgerobust.evaluate.corruptions import corruption_accuracy
+    from edgerobust.records import CorruptionRecord
+    from edgerobust.runtimes import open_artifact
+
+    path = inputs["artifact"].path("artifact")
+    model = open_artifact(path, settings["runtime"], threads=settings["threads"])
+    man = model.manifest
+    data = data_folder(settings, inputs) if "data" in inputs or "data" in settings else None
+    ds, images, _ = origin_images(man.source, "val", man.input_size, data)
+    domain = ds.domain(man.source["source_domain"])
+    part, idx = domain_indices(domain, man.source, settings["limit"])
+    idx = [i for i in idx if images.ok[i]]
+    result = corruption_accuracy(
+        model,
+        images.pixels,
+        images.labels,
+        idx,
+        settings["names"],
+        settings["severities"],
+        seed=settings["seed"],
+        batch_size=settings["batch_size"],
+        domain=domain.name,
+        files=[domain.files[i] for i in idx],
+        reporter=rep,
+    )
+    record = CorruptionRecord(
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        edgerobust=__version__,
+        artifact={
+            "path": str(path),
+            "file": man.file,
+            "format": man.format,
+            "precision": man.precision,
+            "engine": man.engine,
+            "params": man.params,
+            "sha256": man.sha256,
+            "source": dict(man.source),
+        },
+        runtime=model.info(),
+        domain=domain.name,
+        split=part,
+        corruptions=result,
+    ).to_dict()
+    atomic_write_json(out / "corruptions.json", record)
+    return out / "corruptions.json"
+
+
 @register_stage("attack", version=3)
 def attack_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
