@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -82,7 +83,12 @@ def _where(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "?"
-    ours = [f for f in frames if "edgerobust" in f.filename or "/exporters/" in f.filename]
+    roots = [
+        str(Path(m.__file__).parent)
+        for name in ("edgerobust", "edgerobust.exporters", "edgerobust.runtimes")
+        if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None)
+    ]
+    ours = [f for f in frames if any(f.filename.startswith(r + os.sep) for r in roots)]
     frame = (ours or frames)[-1]
     parts = Path(frame.filename).parts
     short = "/".join(parts[-2:]) if len(parts) > 1 else frame.filename
