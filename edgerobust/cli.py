@@ -108,6 +108,47 @@ _OUT_FILE = _output(folder=False)
 _OUT_DIR = _output(folder=True)
 
 
+def _check_device(value: str) -> str:
+    """``--device``: auto, or a torch device that exists here (checked before any work)."""
+    try:
+        import torch
+    except ImportError:  # the command's require_torch says what to install
+        return value
+    if value == "auto":
+        return value
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {value!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count or (dev.index is not None and dev.index >= count):
+            raise ConfigError(
+                f"--device {value}: this machine has {count} CUDA GPU(s) visible; use auto or cpu"
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise ConfigError(f"--device {value}: only auto, cpu, cuda[:N] and mps are supported")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: no Apple GPU is available here; use auto or cpu")
+    return value
+
+
+def _at_least(low: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
+    """A typer callback refusing counts below ``low`` in one line, before any work."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        if value is not None and value < low:
+            raise ConfigError(f"{param.opts[0]} must be >= {low}, got {value}")
+        return value
+
+    return check
+
+
+_DEVICE = typer.Option(help="auto | cpu | cuda | cuda:N.", callback=_check_device)
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -251,7 +292,7 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 0.0,
     augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
     """Fine-tune a baseline on the source domain; keeps the best validation checkpoint. Rerun to resume."""
     from edgerobust.console import RichReporter
@@ -368,7 +409,7 @@ def compress_prune(
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay (paper: 1e-4).")] = 1e-4,
     augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for shuffling.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
     """L1-norm filter pruning (Li et al.), then retraining on the source domain. Rerun to resume."""
     from edgerobust.console import RichReporter
@@ -433,7 +474,7 @@ def compress_distill(
         bool, typer.Option(help="Random flips and shifts (teacher logits are then not cached).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
     """Vanilla knowledge distillation from a fine-tuned teacher into a smaller student."""
     from edgerobust.console import RichReporter
@@ -771,7 +812,7 @@ def attack(
             help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
         ),
     ] = SpStop.settled,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
     threads: Annotated[int, typer.Option(help="Inference threads for artifacts.")] = 1,
     out: Annotated[
         Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
@@ -890,10 +931,15 @@ def bench(
     ] = None,
     runtime: Annotated[str | None, _RUNTIME] = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    runs: Annotated[int, typer.Option(help="Timed batch-1 calls per side.")] = 200,
+    runs: Annotated[
+        int, typer.Option(help="Timed batch-1 calls per side.", callback=_at_least(1))
+    ] = 200,
     repeats: Annotated[
         int,
-        typer.Option(help="Interleaved rounds (bare, tool, ...); the medians are compared."),
+        typer.Option(
+            help="Interleaved rounds (bare, tool, ...); the medians are compared.",
+            callback=_at_least(1),
+        ),
     ] = 5,
     out: Annotated[
         Path | None, typer.Option(help="Write the JSON result here.", callback=_OUT_FILE)
@@ -1054,7 +1100,7 @@ def report_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit.
 
-    Usage errors (unknown option, bad choice) are typer's own, also one clear message and exit 2.
+    Usage errors (unknown option, bad choice) are typer's, printed as one line too, exit 2.
     Anything else is a bug or an input nobody foresaw: one line says what failed, on which file,
     and where the full traceback was saved (:mod:`edgerobust.guard`); exit 1. Never a traceback
     on the terminal.
@@ -1065,7 +1111,20 @@ def main(argv: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", category=category)
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, prog_name="edgerobust")
+        # Not standalone: usage errors come here, to be printed as one line like all others
+        # (typer's own rendering is a multi-line box).
+        code = app(args=args, prog_name="edgerobust", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors: bad option value, unknown command
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # `edgerobust` alone, or a group without a command: the help
+        else:
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
     except EdgeRobustError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -1075,6 +1134,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the guard: see the docstring
         typer.echo(report_crash(exc, args), err=True)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)  # typer.Exit(N) raised by a command
 
 
 if __name__ == "__main__":  # pragma: no cover
