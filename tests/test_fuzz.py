@@ -274,6 +274,10 @@ def _bad_cases(tmp: Path, root: Path, ckpt: Path, art: Path) -> list[tuple[str, 
     binary.write_bytes(bytes(range(256)))
     wrong_study = tmp / "wrong.toml"
     wrong_study.write_text('[study]\nname = "x"\n[train]\nepochs = "many"\n')
+    spec_list = tmp / "spec-list.safetensors"
+    _with_spec(ckpt, spec_list, "[1, 2]")
+    spec_bad = tmp / "spec-bad.safetensors"
+    _with_spec(ckpt, spec_bad, "{not json")
     o = tmp / "o"
     out_file = o / "r.json"
     ev = ["eval-device", art, "--data", root, *EVAL_FAST]
@@ -317,6 +321,24 @@ def _bad_cases(tmp: Path, root: Path, ckpt: Path, art: Path) -> list[tuple[str, 
             ["export", trunc, "--out", o],
             "not an edgerobust checkpoint",
         ),
+        ("export: spec not an object", ["export", spec_list, "--out", o], "spec is damaged"),
+        ("export: spec not JSON", ["export", spec_bad, "--out", o], "spec is damaged"),
+        ("usage: unknown command", ["prune", ckpt], "No such command"),
+        ("usage: unknown option", ["data", root, "--colour", "red"], "--colour"),
+        ("usage: not a number", ["data", root, "--seed", "one"], "--seed"),
+        ("usage: missing argument", ["eval-device"], "Missing argument"),
+        ("bench: runs 0", ["bench", art, "--data", root, "--runs", "0"], "--runs must be >= 1"),
+        (
+            "train: device tpu",
+            ["train", "--data", root, "--source", "studio", "--out", o, "--device", "tpu"],
+            "--device",
+        ),
+        (
+            "train: device cuda:7",
+            ["train", "--data", root, "--source", "studio", "--out", o, "--device", "cuda:7"],
+            "--device",
+        ),
+        ("attack: device", ["attack", ckpt, "--device", "gpu0", "--out", out_file], "--device"),
         ("export: folder without model", ["export", tmp, "--out", o], "checkpoint not found"),
         ("export: --out under a file", ["export", ckpt, "--out", afile / "m"], "is a file"),
         ("export: --out a file", ["export", ckpt, "--out", afile], "a folder is needed"),
@@ -402,6 +424,19 @@ def _bad_cases(tmp: Path, root: Path, ckpt: Path, art: Path) -> list[tuple[str, 
     ]
 
 
+def _with_spec(ckpt: Path, dest: Path, spec: str) -> None:
+    """Copy a checkpoint with its spec metadata replaced by ``spec`` (any text)."""
+    from edgerobust.models.checkpoint import SPEC_KEY
+
+    raw = ckpt.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = {**header["__metadata__"], SPEC_KEY: spec}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    dest.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
 def test_bad_inputs_for_every_command(
     capsys, synthetic_root, trained, artifacts, artifact_copy, tmp_path
 ):
@@ -429,6 +464,7 @@ def test_damaged_records_in_a_report(capsys, trained, tmp_path):
             "missing key(s) val_accuracy",
         ),
         "wrong type": ({**good, "val_accuracy": "high"}, "val_accuracy is str"),
+        "out of range": ({**good, "val_accuracy": 7.5}, "not a fraction"),
         "not JSON": ('{"record": "train", ', "could not be read"),
     }
     for name, (value, fragment) in cases.items():
