@@ -146,6 +146,18 @@ def _at_least(low: int) -> Callable[[typer.CallbackParam, int | None], int | Non
     return check
 
 
+def _plain_name(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A file name made into a path inside ``--out``: no folders, not hidden, not empty."""
+    if value is not None and (
+        not value.strip() or value.startswith(".") or any(c in value for c in "/\\\0")
+    ):
+        raise ConfigError(
+            f"{param.opts[0]} {value!r}: give a plain file name (no '/', not starting with '.'); "
+            "--out chooses the folder"
+        )
+    return value
+
+
 _DEVICE = typer.Option(help="auto | cpu | cuda | cuda:N.", callback=_check_device)
 
 
@@ -533,7 +545,10 @@ def export(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.", callback=_OUT_DIR)] = Path("models"),
     name: Annotated[
-        str | None, typer.Option(help="Artifact name (default: RUN-FORMAT-PRECISION[-ENGINE]).")
+        str | None,
+        typer.Option(
+            help="Artifact name (default: RUN-FORMAT-PRECISION[-ENGINE]).", callback=_plain_name
+        ),
     ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder, if it moved since training.")
