@@ -94,6 +94,79 @@ _RUNTIME = typer.Option(
 )
 
 
+def _output(
+    folder: bool,
+) -> Callable[[typer.Context, typer.CallbackParam, Path | None], Path | None]:
+    """A typer callback that checks an output path when the options are parsed, before any work
+    (:func:`edgerobust.guard.check_output`): a bad ``--out`` fails at once and writes nothing."""
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+        if value is not None and not ctx.resilient_parsing:
+            from edgerobust.guard import check_output
+
+            check_output(value, folder=folder, what=param.opts[0] if param.opts else "output")
+        return value
+
+    return check
+
+
+_OUT_FILE = _output(folder=False)
+_OUT_DIR = _output(folder=True)
+
+
+def _check_device(value: str) -> str:
+    """``--device``: auto, or a torch device that exists here (checked before any work)."""
+    try:
+        import torch
+    except ImportError:  # the command's require_torch says what to install
+        return value
+    if value == "auto":
+        return value
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {value!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count or (dev.index is not None and dev.index >= count):
+            raise ConfigError(
+                f"--device {value}: this machine has {count} CUDA GPU(s) visible; use auto or cpu"
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise ConfigError(f"--device {value}: only auto, cpu, cuda[:N] and mps are supported")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: no Apple GPU is available here; use auto or cpu")
+    return value
+
+
+def _at_least(low: int) -> Callable[[typer.CallbackParam, int | None], int | None]:
+    """A typer callback refusing counts below ``low`` in one line, before any work."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        if value is not None and value < low:
+            raise ConfigError(f"{param.opts[0]} must be >= {low}, got {value}")
+        return value
+
+    return check
+
+
+def _plain_name(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A file name made into a path inside ``--out``: no folders, not hidden, not empty."""
+    if value is not None and (
+        not value.strip() or value.startswith(".") or any(c in value for c in "/\\\0")
+    ):
+        raise ConfigError(
+            f"{param.opts[0]} {value!r}: give a plain file name (no '/', not starting with '.'); "
+            "--out chooses the folder"
+        )
+    return value
+
+
+_DEVICE = typer.Option(help="auto | cpu | cuda | cuda:N.", callback=_check_device)
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -134,7 +207,8 @@ def data(
         bool, typer.Option(help="Decode every image to find unreadable files.")
     ] = True,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the summary as JSON.")
+        Path | None,
+        typer.Option("--json", help="Also write the summary as JSON.", callback=_OUT_FILE),
     ] = None,
 ) -> None:
     """Show domains x classes counts, split sizes, and unreadable files."""
@@ -175,6 +249,7 @@ def data(
                     out.print(f"  {d}/{rel}: {why}")
         else:
             out.print("all images decode")
+    _print_ignored(ds.ignored)
     _write_json(
         json_out,
         {
@@ -187,8 +262,28 @@ def data(
                 for d, s in splits.items()
             },
             "unreadable": bad,
+            "ignored": ds.ignored,
         },
     )
+
+
+def _print_ignored(ignored: dict[str, str], show: int = 20) -> None:
+    """Every file the scan did not read, with why; past ``show``, the count per reason."""
+    from edgerobust.console import out
+
+    if not ignored:
+        return
+    out.print(f"[yellow]{len(ignored)} file(s) ignored[/] (not images of a DOMAIN/CLASS folder):")
+    if len(ignored) <= show:
+        for rel, why in ignored.items():
+            out.print(f"  {rel}: {why}")
+        return
+    by_reason: dict[str, list[str]] = {}
+    for rel, why in ignored.items():
+        by_reason.setdefault(why, []).append(rel)
+    for why, rels in by_reason.items():
+        out.print(f"  {len(rels)} x {why}, e.g. {rels[0]}")
+    out.print("  (--json FILE lists every one)")
 
 
 # --------------------------------------------------------------------------- train
@@ -199,7 +294,10 @@ def train(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     source: Annotated[str, typer.Option(help="Source domain to train on.")],
     out: Annotated[
-        Path, typer.Option(help="Run folder (model.safetensors, train.json, split.json).")
+        Path,
+        typer.Option(
+            help="Run folder (model.safetensors, train.json, split.json).", callback=_OUT_DIR
+        ),
     ],
     arch: Annotated[str, _ARCH] = "resnet18",
     weights: Annotated[
@@ -212,7 +310,7 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 0.0,
     augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
     """Fine-tune a baseline on the source domain; keeps the best validation checkpoint. Rerun to resume."""
     from edgerobust.console import RichReporter
@@ -260,7 +358,8 @@ def compress_quantize(
     ] = 16,
     batch_size: Annotated[int, typer.Option(help="Calibration batch size.")] = 8,
     out: Annotated[
-        Path | None, typer.Option(help="Output run folder (default: RUN-int8-ENGINE).")
+        Path | None,
+        typer.Option(help="Output run folder (default: RUN-int8-ENGINE).", callback=_OUT_DIR),
     ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder, if it moved since training.")
@@ -295,7 +394,9 @@ def compress_quantize(
 @compress_app.command("prune")
 def compress_prune(
     checkpoint: Annotated[Path, typer.Argument(help="fp32 checkpoint (file or run folder).")],
-    out: Annotated[Path, typer.Option(help="Run folder (model.safetensors, prune.json).")],
+    out: Annotated[
+        Path, typer.Option(help="Run folder (model.safetensors, prune.json).", callback=_OUT_DIR)
+    ],
     ratio: Annotated[
         float | None,
         typer.Option(
@@ -326,7 +427,7 @@ def compress_prune(
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay (paper: 1e-4).")] = 1e-4,
     augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for shuffling.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
     """L1-norm filter pruning (Li et al.), then retraining on the source domain. Rerun to resume."""
     from edgerobust.console import RichReporter
@@ -366,7 +467,10 @@ def compress_distill(
     teacher: Annotated[Path, typer.Option(help="Fine-tuned teacher checkpoint (fp32).")],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     source: Annotated[str, typer.Option(help="Source domain to distill on.")],
-    out: Annotated[Path, typer.Option(help="Run folder (model.safetensors, distill.json).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Run folder (model.safetensors, distill.json).", callback=_OUT_DIR),
+    ],
     student: Annotated[
         str,
         typer.Option(
@@ -388,7 +492,7 @@ def compress_distill(
         bool, typer.Option(help="Random flips and shifts (teacher logits are then not cached).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
     """Vanilla knowledge distillation from a fine-tuned teacher into a smaller student."""
     from edgerobust.console import RichReporter
@@ -445,9 +549,12 @@ def export(
     engine: Annotated[
         Engine | None, typer.Option(help="int8 engine for torchscript/ptl (default: this host's).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models"),
+    out: Annotated[Path, typer.Option(help="Output folder.", callback=_OUT_DIR)] = Path("models"),
     name: Annotated[
-        str | None, typer.Option(help="Artifact name (default: RUN-FORMAT-PRECISION[-ENGINE]).")
+        str | None,
+        typer.Option(
+            help="Artifact name (default: RUN-FORMAT-PRECISION[-ENGINE]).", callback=_plain_name
+        ),
     ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder, if it moved since training.")
@@ -547,7 +654,7 @@ def import_cmd(
     layout: Annotated[
         Layout | None, typer.Option(help="Input layout (default: from the file's input shape).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models"),
+    out: Annotated[Path, typer.Option(help="Output folder.", callback=_OUT_DIR)] = Path("models"),
     name: Annotated[
         str | None, typer.Option(help="Artifact name (default: the file's stem).")
     ] = None,
@@ -638,10 +745,15 @@ def eval_device(
             help="Artifact (or eval-device record) the corruption errors are relative to (mCE)."
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
+    ] = None,
     logits_out: Annotated[
         Path | None,
-        typer.Option(help="Also save every logit and its image (.npz), to compare machines."),
+        typer.Option(
+            help="Also save every logit and its image (.npz), to compare machines.",
+            callback=_OUT_FILE,
+        ),
     ] = None,
 ) -> None:
     """Evaluate an artifact inside its runtime: accuracy per domain, latency, size, memory."""
@@ -765,7 +877,9 @@ def device_check_cmd(
             "/var/cache/edgerobust-arm)."
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON report here.", callback=_OUT_FILE)
+    ] = None,
 ) -> None:
     """Run artifacts on an emulated Raspberry Pi (arm64, qemu) as the README's Pi section does,
     and compare their logits with this host's on the same images. Needs root."""
@@ -849,9 +963,11 @@ def attack(
             help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
         ),
     ] = SpStop.settled,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    device: Annotated[str, _DEVICE] = "auto",
     threads: Annotated[int, typer.Option(help="Inference threads for artifacts.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
+    ] = None,
 ) -> None:
     """Adversarial robustness (the paper's seven attacks); int8 and artifacts get transfer figures."""
     from edgerobust.console import RichReporter
@@ -923,7 +1039,9 @@ def bench_saltpepper_cmd(
         float, typer.Option(help="Settled rule's margin (SDs of the noise norm; 0: sqrt(2) eps).")
     ] = 3.0,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
+    ] = None,
 ) -> None:
     """Fast vs full Salt&Pepper on one artifact: robust accuracy and model queries of each."""
     from edgerobust.attacks.spbench import SaltPepperBenchConfig, bench_lines, bench_saltpepper
@@ -964,12 +1082,19 @@ def bench(
     ] = None,
     runtime: Annotated[str | None, _RUNTIME] = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    runs: Annotated[int, typer.Option(help="Timed batch-1 calls per side.")] = 200,
+    runs: Annotated[
+        int, typer.Option(help="Timed batch-1 calls per side.", callback=_at_least(1))
+    ] = 200,
     repeats: Annotated[
         int,
-        typer.Option(help="Interleaved rounds (bare, tool, ...); the medians are compared."),
+        typer.Option(
+            help="Interleaved rounds (bare, tool, ...); the medians are compared.",
+            callback=_at_least(1),
+        ),
     ] = 5,
-    out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON result here.", callback=_OUT_FILE)
+    ] = None,
 ) -> None:
     """Measure the measuring path: eval-device vs bare runtime calls, side by side, one process."""
     from edgerobust.console import RichReporter
@@ -986,9 +1111,9 @@ def bench(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
-        "edgerobust-demo"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for everything the demo makes.", callback=_OUT_DIR)
+    ] = Path("edgerobust-demo"),
     arch: Annotated[str, _ARCH] = "resnet18",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     per_class: Annotated[int, typer.Option(help="Synthetic images per class and domain.")] = 60,
@@ -1026,7 +1151,8 @@ def demo(
 def run(
     study: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. configs/quickstart.toml.")],
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: runs/STUDY-NAME).")
+        Path | None,
+        typer.Option(help="Output folder (default: runs/STUDY-NAME).", callback=_OUT_DIR),
     ] = None,
     jobs: Annotated[
         int, typer.Option(help="Stages run in parallel (eval-device stages always run alone).")
@@ -1101,7 +1227,8 @@ def report_cmd(
         Path, typer.Argument(help="Folder of JSON records (a study's output folder).")
     ],
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: RESULTS/report).")
+        Path | None,
+        typer.Option(help="Output folder (default: RESULTS/report).", callback=_OUT_DIR),
     ] = None,
 ) -> None:
     """The paper's tables (Markdown + CSV), plots (PNG) and one HTML page, from JSON records only."""
@@ -1113,6 +1240,8 @@ def report_cmd(
         stdout.print(f"{t.name}: {len(t.rows)} rows  ({t.title})")
     for line in res.headlines():
         stdout.print(line)
+    for path, why in res.skipped.items():
+        stdout.print(f"[yellow]skipped[/] {path}: {why}")
     stdout.print(f"{res.n_records} records -> {res.out / 'index.html'}")
 
 
@@ -1122,18 +1251,42 @@ def report_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit.
 
-    Usage errors (unknown option, bad choice) are typer's own, also one clear message and exit 2.
+    Usage errors (unknown option, bad choice) are typer's, printed as one line too, exit 2.
+    Anything else is a bug or an input nobody foresaw: one line says what failed, on which file,
+    and where the full traceback was saved (:mod:`edgerobust.guard`); exit 1. Never a traceback
+    on the terminal.
     """
+    from edgerobust.guard import report_crash
+
     for category in (DeprecationWarning, UserWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, prog_name="edgerobust")
+        # Not standalone: usage errors come here, to be printed as one line like all others
+        # (typer's own rendering is a multi-line box).
+        code = app(args=args, prog_name="edgerobust", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors: bad option value, unknown command
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # `edgerobust` alone, or a group without a command: the help
+        else:
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
     except EdgeRobustError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as exc:
         typer.echo(f"error: {exc.strerror or exc}: {exc.filename}", err=True)
         sys.exit(2)
+    except Exception as exc:  # the guard: see the docstring
+        typer.echo(report_crash(exc, args), err=True)
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)  # typer.Exit(N) raised by a command
 
 
 if __name__ == "__main__":  # pragma: no cover

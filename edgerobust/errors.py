@@ -43,6 +43,10 @@ class ConfigError(EdgeRobustError):
     """An option or configuration value is out of range or inconsistent."""
 
 
+class OutputError(EdgeRobustError):
+    """An output path cannot be written: a parent is a file, no permission, or the wrong kind."""
+
+
 class EmulationUnavailable(EdgeRobustError):
     """This host cannot run the emulated arm64 device (no root, no binfmt_misc, no qemu)."""
 

@@ -108,7 +108,15 @@ class Record:
                     raise ConfigError(
                         f"{cls.KIND} record: {name} lacks key(s) {', '.join(lacking)}"
                     )
+        cls._check_values(body)
         return cls(**body)
+
+    @classmethod
+    def _check_values(cls, body: dict[str, Any]) -> None:
+        """Values the report computes with must be in range: an accuracy is a fraction."""
+        for name, value in body.items():
+            if name.endswith("accuracy") and _is_number(value) and not 0 <= value <= 1:
+                raise ConfigError(f"{cls.KIND} record: {name} is {value}, not a fraction in [0, 1]")
 
     @classmethod
     def _migrate(cls, body: dict[str, Any], version: int) -> dict[str, Any]:
@@ -132,6 +140,10 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _hint_text(hint: Any) -> str:
@@ -321,6 +333,17 @@ class EvalDeviceRecord(Record):
     memory: dict[str, Any]
     config: dict[str, Any]
     study: dict[str, Any] | None = None
+
+    @classmethod
+    def _check_values(cls, body: dict[str, Any]) -> None:
+        super()._check_values(body)
+        for d in body["domains"]:
+            n, correct = d["n"], d["correct"]
+            if not (_is_number(n) and _is_number(correct) and 0 <= correct <= n):
+                raise ConfigError(
+                    f"eval-device record: domain {d['domain']!r} has correct={correct!r} of "
+                    f"n={n!r}: not counts with 0 <= correct <= n"
+                )
 
     def domain(self, name: str) -> dict[str, Any] | None:
         """The measurement on one domain, or None when this run did not measure it."""

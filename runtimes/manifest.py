@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgerobust.errors import ArtifactError
+from edgerobust.errors import ArtifactError, OutputError
 
 MANIFEST_VERSION = 1
 
@@ -75,7 +75,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: no half files."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.is_file()), path.parent)
+        raise OutputError(
+            f"cannot write {path}: {blocker} is a file, not a folder: choose another path"
+        ) from None
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -94,7 +102,8 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 def read_manifest(artifact: str | Path) -> Manifest:
-    """Read the manifest beside ``artifact``; one-line :class:`ArtifactError` if it is unusable."""
+    """Read the manifest beside ``artifact``; one-line :class:`ArtifactError` if it is unusable
+    (not JSON, not an object, missing or mistyped keys, a newer version, another file's)."""
     artifact = Path(artifact)
     if not artifact.is_file():
         raise ArtifactError(f"artifact not found: {artifact}")
@@ -105,17 +114,73 @@ def read_manifest(artifact: str | Path) -> Manifest:
             "'edgerobust export'; copy it along with the artifact (a model made elsewhere: "
             "'edgerobust import FILE --classes ... --input-size N')"
         )
+    bad = f"manifest {mpath} is not a valid edgerobust manifest"
+    again = "copy it again along with the artifact, or re-export"
     try:
-        data = json.loads(mpath.read_text())
-        manifest = Manifest.from_dict(data)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"manifest {mpath} is not a valid edgerobust manifest: {exc}") from exc
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{bad}: not JSON ({exc}): {again}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{bad}: a JSON {type(data).__name__}, not an object: {again}")
+    version = data.get("manifest_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ArtifactError(f"{bad}: manifest_version {version!r} is not a positive integer")
+    if version > MANIFEST_VERSION:
+        raise ArtifactError(
+            f"manifest {mpath.name} is version {version}, newer than this edgerobust reads "
+            f"(up to {MANIFEST_VERSION}): upgrade edgerobust"
+        )
+    problems = _check_fields(data)
+    if problems:
+        raise ArtifactError(f"{bad}: {problems}: {again}")
+    manifest = Manifest.from_dict(data)
     if manifest.file != artifact.name:
         raise ArtifactError(
             f"manifest {mpath.name} describes {manifest.file}, not {artifact.name}: "
             "keep the artifact and its manifest under the names export gave them"
         )
     return manifest
+
+
+# The keys a manifest must have and the JSON types they hold (the rest have defaults).
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "precision": str,
+    "arch": str,
+    "class_names": list,
+    "input": dict,
+    "file": str,
+    "sha256": str,
+    "size_bytes": int,
+    "params": (int, type(None)),  # None: an imported file whose parameters cannot be counted
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "engine": (str, type(None)),
+    "source": dict,
+    "parity": dict,
+    "notes": list,
+    "versions": dict,
+}
+
+
+def _check_fields(data: dict[str, Any]) -> str:
+    """What is wrong with a manifest's keys, as one phrase ("" when nothing is)."""
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            return f"{key} has the wrong type ({type(data[key]).__name__})"
+    shape = data["input"].get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+    ):
+        return "input.shape is not a list of integers"
+    if not all(isinstance(c, str) for c in data["class_names"]) or not data["class_names"]:
+        return "class_names is not a non-empty list of names"
+    return ""
 
 
 def verify_artifact(artifact: str | Path, manifest: Manifest) -> None:

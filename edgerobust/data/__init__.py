@@ -5,6 +5,11 @@ Layouts (both load):
 * ``ROOT/DOMAIN/CLASS/*.jpg|png`` (PACS, the built-in synthetic domains)
 * ``ROOT/DOMAIN/images/CLASS/*.jpg|png`` (Office-31)
 
+Every file in a format this Pillow decodes is an image (GIF, TIFF, WebP, ... see
+:func:`~edgerobust.runtimes.preprocess.image_suffixes`). Everything else found under ``ROOT`` is
+listed in :attr:`DomainDataset.ignored` with the reason, so ``edgerobust data`` can say what it
+did not read: nothing is skipped silently.
+
 Classes are aligned across domains by folder name; a class missing from a domain is an error that
 names it. The split (90 % train / 10 % validation per domain, seed 1, as in the paper) orders files
 by ``sha256(seed/relative path)``: identical on every run, machine and numpy version. Adding a
@@ -21,16 +26,22 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgerobust.errors import DataError
 from edgerobust.runtimes.manifest import atomic_write_json
-from edgerobust.runtimes.preprocess import ImageDecodeError, decode_image, to_input
+from edgerobust.runtimes.preprocess import (
+    DECODE_VERSION,
+    ImageDecodeError,
+    decode_image,
+    image_suffixes,
+    open_rgb,
+    to_input,
+)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 DEFAULT_SEED = 1
 DEFAULT_VAL_FRACTION = 0.1
 
@@ -88,6 +99,8 @@ class DomainDataset:
     layout: str  # "flat" (DOMAIN/CLASS) or "office31" (DOMAIN/images/CLASS)
     classes: tuple[str, ...]
     domains: dict[str, Domain]
+    # path relative to root (a folder ends in "/") -> why it is not read
+    ignored: dict[str, str] = field(default_factory=dict)
 
     def domain(self, name: str) -> Domain:
         try:
@@ -110,12 +123,35 @@ def _class_root(domain_dir: Path) -> tuple[Path, str]:
     return domain_dir, "flat"
 
 
+def _scan(folder: Path, root: Path, ignored: dict[str, str], *, where: str) -> list[str]:
+    """Image file names directly in ``folder``; every other entry goes to ``ignored`` with why.
+
+    ``where`` says what the folder is, for the reason of a stray file ("a class folder" takes
+    images; a domain or the root takes folders only)."""
+    readable = image_suffixes()
+    names = []
+    for p in sorted(folder.iterdir()):
+        rel = p.relative_to(root).as_posix()
+        if p.name.startswith("."):
+            ignored[rel + ("/" if p.is_dir() else "")] = "hidden"
+        elif p.is_dir():
+            if where == "class":
+                ignored[rel + "/"] = "a folder inside a class folder: only CLASS/* files are read"
+        elif not p.is_file():
+            ignored[rel] = "not a regular file (a broken link?)"
+        elif where != "class":
+            ignored[rel] = f"a file in {where}: images are read from ROOT/DOMAIN/CLASS/"
+        elif (suffix := p.suffix.lower()) not in readable:
+            ignored[rel] = f"not an image format Pillow reads ({suffix or 'no extension'})"
+        elif readable[suffix]:
+            ignored[rel] = readable[suffix]
+        else:
+            names.append(p.name)
+    return names
+
+
 def _list_images(folder: Path) -> list[str]:
-    return sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    )
+    return _scan(folder, folder, {}, where="class")
 
 
 def open_dataset(root: str | Path) -> DomainDataset:
@@ -125,6 +161,8 @@ def open_dataset(root: str | Path) -> DomainDataset:
         raise DataError(f"dataset folder not found: {root}")
     if not root.is_dir():
         raise DataError(f"{root} is a file; pass the folder that holds one folder per domain")
+    ignored: dict[str, str] = {}
+    _scan(root, root, ignored, where="the dataset root")
     domain_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not domain_dirs:
         raise DataError(
@@ -135,9 +173,17 @@ def open_dataset(root: str | Path) -> DomainDataset:
     layouts = set()
     for ddir in domain_dirs:
         croot, layout = _class_root(ddir)
+        if layout == "office31":
+            for p in sorted(ddir.iterdir()):
+                if p != croot:
+                    rel = p.relative_to(root).as_posix()
+                    ignored[rel + ("/" if p.is_dir() else "")] = (
+                        "beside images/: this domain is read from images/CLASS/"
+                    )
+        _scan(croot, root, ignored, where="a domain folder")
         classes = {}
         for cdir in sorted(p for p in croot.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            classes[cdir.name] = _list_images(cdir)
+            classes[cdir.name] = _scan(cdir, root, ignored, where="class")
         if not classes:
             if _list_images(ddir):
                 raise DataError(
@@ -146,7 +192,7 @@ def open_dataset(root: str | Path) -> DomainDataset:
                 )
             raise DataError(f"domain {ddir.name!r} has no class folders ({ddir})")
         if not any(classes.values()):
-            raise DataError(f"domain {ddir.name!r} is empty: no .jpg/.png images under {croot}")
+            raise DataError(f"domain {ddir.name!r} is empty: no images under {croot}")
         per_domain[ddir.name] = (croot, classes)
         layouts.add(layout)
     all_classes = sorted(set().union(*(set(c) for _, c in per_domain.values())))
@@ -176,7 +222,7 @@ def open_dataset(root: str | Path) -> DomainDataset:
                 labels.append(index[cname])
         domains[name] = Domain(name, croot, tuple(files), tuple(labels))
     layout = layouts.pop() if len(layouts) == 1 else "mixed"
-    return DomainDataset(root, layout, tuple(all_classes), domains)
+    return DomainDataset(root, layout, tuple(all_classes), domains, dict(sorted(ignored.items())))
 
 
 def make_split(
@@ -238,7 +284,7 @@ class Images:
 
 
 def _fingerprint(domain: Domain, size: int) -> str:
-    h = hashlib.sha256(f"v1|{size}|{domain.root.resolve()}".encode())
+    h = hashlib.sha256(f"v{DECODE_VERSION}|{size}|{domain.root.resolve()}".encode())
     for f in domain.files:
         st = (domain.root / f).stat()
         h.update(f"|{f}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -297,7 +343,7 @@ def decode_domain(
         try:
             pixels[i] = decode_image(paths[i], size)
         except ImageDecodeError as exc:
-            failures[i] = str(exc.__cause__ or exc)
+            failures[i] = exc.reason
 
     try:
         # PIL releases the GIL while decoding, so threads give a real speed-up.
@@ -322,16 +368,16 @@ def decode_domain(
 
 
 def check_domain(domain: Domain, workers: int = 2) -> dict[str, str]:
-    """Fully decode every file at its own size; return ``{relative path: reason}`` for failures."""
-    from PIL import Image, UnidentifiedImageError
+    """Fully decode every file at its own size, by the rules training and evaluation use
+    (:func:`~edgerobust.runtimes.preprocess.open_rgb`); return ``{relative path: reason}`` for
+    the files they would skip."""
 
     def check(rel: str) -> tuple[str, str | None]:
         try:
-            with Image.open(domain.root / rel) as img:
-                img.load()
+            open_rgb(domain.root / rel)
             return rel, None
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            return rel, str(exc)
+        except ImageDecodeError as exc:
+            return rel, exc.reason
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return {rel: why for rel, why in pool.map(check, domain.files) if why}

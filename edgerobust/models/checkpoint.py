@@ -127,7 +127,7 @@ def read_spec(path: str | Path) -> ModelSpec:
         )
     try:
         return ModelSpec.from_dict(json.loads(meta[SPEC_KEY]))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or wrong shape
         raise CheckpointError(f"{path}: its spec is damaged ({exc})") from exc
 
 

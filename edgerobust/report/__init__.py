@@ -23,7 +23,7 @@ a ``corruptions`` stage also ``table_corruptions`` and ``corruptions_vs_severity
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgerobust.errors import ConfigError
@@ -54,6 +54,7 @@ class ReportResult:
     plots: tuple[Plot, ...]
     files: tuple[Path, ...]
     n_records: int
+    skipped: dict[str, str] = field(default_factory=dict)  # .json files that are not records
 
     def headlines(self) -> list[str]:
         return [f"{p.name}: {p.headline}" for p in self.plots]
@@ -63,10 +64,17 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     """Read the records under ``cfg.results``; write tables, plots and ``index.html``."""
     from edgerobust.runtimes.manifest import atomic_write_bytes
 
-    records = load_records(cfg.results)
+    skipped: dict[str, str] = {}
+    records = load_records(cfg.results, skipped)
     if not records:
+        unread = (
+            f" ({len(skipped)} .json file(s) could not be read, e.g. {next(iter(skipped))}: "
+            f"{next(iter(skipped.values()))})"
+            if skipped
+            else ""
+        )
         raise ConfigError(
-            f"no records under {cfg.results}: pass a study's output folder "
+            f"no records under {cfg.results}{unread}: pass a study's output folder "
             "(edgerobust run) or a folder of eval-device / train / attack JSON records"
         )
     models = Models(records)
@@ -100,4 +108,4 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     md += "\n## Plots\n\n" + "\n".join(f"* `{p.path.name}`: {p.headline}" for p in plots) + "\n"
     atomic_write_bytes(out / "tables.md", md.encode("utf-8"))
     files.append(out / "tables.md")
-    return ReportResult(out, tuple(tables), tuple(plots), tuple(files), len(records))
+    return ReportResult(out, tuple(tables), tuple(plots), tuple(files), len(records), skipped)

@@ -72,10 +72,14 @@ AnyRecord = (
 )
 
 
-def load_record_files(root: str | Path) -> list[tuple[Path, Record]]:
+def load_record_files(
+    root: str | Path, skipped: dict[str, str] | None = None
+) -> list[tuple[Path, Record]]:
     """Every finished record under ``root`` (see the package docstring) with its file, typed by
     :func:`edgerobust.records.read_record`. A file of a kind the report reads that does not
-    match that kind's schema is an error naming the file: a writer and the report disagree."""
+    match that kind's schema is an error naming the file: a writer and the report disagree.
+    A ``.json`` that cannot be read or parsed is not a record; it goes to ``skipped`` (path ->
+    why), so the caller can say what the report left out."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"results folder not found: {root}")
@@ -90,7 +94,10 @@ def load_record_files(root: str | Path) -> list[tuple[Path, Record]]:
             continue  # a stage of an earlier version of the study (a setting changed since)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            if skipped is not None:
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                skipped[str(path)] = f"not readable JSON ({why})"
             continue
         if isinstance(data, dict) and data.get("record") in RECORD_KINDS:
             try:
@@ -100,9 +107,9 @@ def load_record_files(root: str | Path) -> list[tuple[Path, Record]]:
     return records
 
 
-def load_records(root: str | Path) -> list[Record]:
+def load_records(root: str | Path, skipped: dict[str, str] | None = None) -> list[Record]:
     """The typed records :func:`load_record_files` finds under ``root``."""
-    return [rec for _, rec in load_record_files(root)]
+    return [rec for _, rec in load_record_files(root, skipped)]
 
 
 def _current_stages(root: Path) -> set[str] | None:
