@@ -1285,8 +1285,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the guard: see the docstring
         typer.echo(report_crash(exc, args), err=True)
         sys.exit(1)
-    if isinstance(code, int) and code:
-        sys.exit(code)  # typer.Exit(N) raised by a command
+    # As typer's standalone mode does: always exit, with a command's typer.Exit(N) code.
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
