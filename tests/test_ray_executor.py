@@ -83,6 +83,45 @@ def test_executor_choices_come_from_the_registry(tmp_path, synthetic_root):
     assert len(dry.by_status("pending")) == 10 and not (tmp_path / "out").exists()
 
 
+def test_each_stage_declares_its_resources(synthetic_root):
+    """GPU for the accelerated kinds when the cluster has GPUs (and the study does not say
+    device = "cpu"); every CPU of the one eval node for eval-device; the study's threads else."""
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from test_runner import STUDY
+
+    from edgerobust.study.plan import plan_study
+    from edgerobust.study.ray_executor import _Node, _RayScheduler
+    from edgerobust.study.spec import parse_study, tomllib
+
+    text = STUDY + '\n[attack]\nattacks = ["fgsm"]\nlimit = 4\n'
+    node = _Node("ab" * 28, "10.0.0.1", 8, 2)  # a node id is 28 bytes, in hex
+
+    def options(text: str, gpus: int) -> dict[str, list[dict]]:
+        plan = plan_study(parse_study(tomllib.loads(text.format(data=synthetic_root))))
+        fake = SimpleNamespace(threads=2)
+        by_kind: dict[str, list[dict]] = {}
+        for stage in plan.stages:
+            opts = _RayScheduler._options(fake, stage, 8, gpus, node)
+            by_kind.setdefault(stage.kind, []).append(opts)
+        return by_kind
+
+    got = options(text, gpus=2)
+    for kind, opts in got.items():
+        for o in opts:
+            assert o["max_retries"] == 3 and o["retry_exceptions"] is False
+            assert o.get("num_gpus", 0) == (1 if kind in ("train", "attack") else 0), kind
+            if kind == "eval-device":
+                assert o["num_cpus"] == 8 and o["scheduling_strategy"].node_id == node.id
+            else:
+                assert o["num_cpus"] == 2 and "scheduling_strategy" not in o
+    assert not any("num_gpus" in o for opts in options(text, 0).values() for o in opts)
+    on_cpu = options(text.replace("augment = true", 'augment = true\ndevice = "cpu"'), 2)
+    assert [o.get("num_gpus", 0) for o in on_cpu["train"]] == [0]  # the study said cpu
+    assert [o.get("num_gpus", 0) for o in on_cpu["attack"]] == [1]  # attacks: always auto
+
+
 # --------------------------------------------------------------------------- a loopback cluster
 
 
@@ -111,7 +150,9 @@ def cluster():
             "--node-ip-address=127.0.0.1",
             f"--port={port}",
             "--num-cpus=2",
-            "--num-gpus=0",
+            # a GPU Ray believes in: this machine has none, so "device auto" still picks the CPU,
+            # but the stages that ask for one must get it, and only they
+            "--num-gpus=1",
             "--include-dashboard=false",
             "--object-store-memory=100000000",
             "--disable-usage-stats",
@@ -194,6 +235,9 @@ def test_a_ray_cluster_gives_the_local_executors_figures(cluster, reference, tmp
     log = (out / "study.log").read_text()
     assert "executor ray" in log and "epoch 1:" in log  # workers' lines reach the study log
     assert log.count("start eval-device") == 4 and "alone on" in log
+    starts = [line for line in log.splitlines() if " start " in line]
+    with_gpu = {line.split(" start ")[1].split()[0] for line in starts if ", GPU 0" in line}
+    assert with_gpu == {"train"}  # accelerated: train (prune, distill, attack); not the others
     # the same study again: all cached, decided on the driver without a single task
     again = run_study(RunConfig(str(study), out=str(out), executor="ray", address=address))
     assert {r.status for r in again.results} == {"cached"}

@@ -99,9 +99,15 @@ def _connect(address: str | None) -> bool:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # 'ray start' turns token authentication on (Ray 2.60); a driver without it is refused
+        auth = (
+            "; a head started by 'ray start' wants RAY_AUTH_MODE=token here (and its token)"
+            if not os.environ.get("RAY_AUTH_MODE")
+            else ""
+        )
         raise ConfigError(
             f"cannot join the Ray cluster at {address or 'the default address'}: {first} "
-            "(start one with 'ray start --head', then pass its address to --address)"
+            f"(start one with 'ray start --head' and pass its HOST:PORT to --address{auth})"
         ) from None
     return True
 
@@ -259,10 +265,11 @@ class _RayScheduler(_Scheduler):
             return
         for ev in events:
             if ev[0] == "start":
-                _, prefix, dirname, host, pid = ev
+                _, prefix, dirname, host, pid, gpus = ev
                 n = self._starts[prefix] = self._starts.get(prefix, 0) + 1
+                gpu = f", GPU {gpus}" if gpus else ""
                 again = f", attempt {n} (the last one's worker died)" if n > 1 else ""
-                self.log(f"start {prefix} ({dirname}) on {host} pid {pid}{again}")
+                self.log(f"start {prefix} ({dirname}) on {host} pid {pid}{gpu}{again}")
                 if prefix in self._bars:
                     self.rep.done(self._bars.pop(prefix))
                 self._bars[prefix] = self.rep.task(f"▶ {prefix}", None)
@@ -320,6 +327,8 @@ def _stage_task(
     *deps: tuple[str, Any, str, float],
 ) -> tuple[str, Any, str, float]:
     """One stage on a Ray worker: (status, StageOutput or reason, traceback, seconds)."""
+    import ray
+
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     outbox = _Outbox(box)
     rep = _QueueReporter(outbox, stage.describe())
@@ -348,7 +357,8 @@ def _stage_task(
             done = cached_output(root, stage, state)  # committed by an earlier run or attempt
             if done is not None:
                 return "cached", done, "", 0.0
-            outbox.put(("start", stage.describe(), stage.dirname, host, os.getpid()))
+            gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # as CUDA_VISIBLE_DEVICES numbers it
+            outbox.put(("start", stage.describe(), stage.dirname, host, os.getpid(), gpus))
             t0 = time.perf_counter()
             try:
                 output = execute_stage(
