@@ -1147,6 +1147,12 @@ def demo(
 # --------------------------------------------------------------------------- run, report
 
 
+def _executors() -> list[str]:
+    from edgerobust.study.executors import list_executors
+
+    return list_executors()
+
+
 @app.command()
 def run(
     study: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. configs/quickstart.toml.")],
@@ -1163,6 +1169,20 @@ def run(
     report: Annotated[
         bool, typer.Option(help="Write the report (OUT/report) when the run ends.")
     ] = True,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help=f"Where the stages run: {', '.join(_executors())} (README: studies on a cluster).",
+            callback=_registered("executor", _executors),
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster to join (HOST:PORT of its head; default: RAY_ADDRESS, "
+            "else a Ray instance started on this machine for the run)."
+        ),
+    ] = None,
 ) -> None:
     """Run a whole study: train, compress, export, eval-device, attack. Cached and resumable."""
     from edgerobust.console import RichReporter
@@ -1171,7 +1191,7 @@ def run(
     from edgerobust.study.scheduler import RunConfig, run_study
 
     require_torch("run")
-    cfg = RunConfig(str(study), str(out) if out else None, jobs, dry_run)
+    cfg = RunConfig(str(study), str(out) if out else None, jobs, dry_run, executor, address)
     if dry_run:
         summary = run_study(cfg)
         from rich.table import Table

@@ -94,7 +94,8 @@ class Compression(Protocol):
     scope: ClassVar[str]  # "source" | "models"
 
     # optional, for its stage kind: version (default 1; bumping it changes every key of the
-    # kind), resumable (default False: a partial folder is cleared on rerun)
+    # kind), resumable (default False: a partial folder is cleared on rerun), accelerated
+    # (default False: True gets the stage a GPU on a cluster that has them)
 
     def parse(self, table: _Table, ctx: ParseContext) -> Any: ...
 
@@ -124,6 +125,7 @@ def register_compression(cls: type) -> type:
         cls.name,
         version=getattr(cls, "version", 1),
         resumable=getattr(cls, "resumable", False),
+        accelerated=getattr(cls, "accelerated", False),
     )(obj.run)
     return cls
 

@@ -41,6 +41,7 @@ class Prune:
     compression: ClassVar[str] = "pruned"
     scope: ClassVar[str] = "source"
     resumable: ClassVar[bool] = True  # a killed retraining continues from its last epoch
+    accelerated: ClassVar[bool] = True  # retraining: a GPU when the cluster has one
 
     def parse(self, comp: _Table, ctx: ParseContext) -> tuple[PruneSpec, ...] | None:
         train = ctx.train
@@ -157,6 +158,7 @@ class Distill:
     compression: ClassVar[str] = "distilled"
     scope: ClassVar[str] = "source"
     resumable: ClassVar[bool] = True
+    accelerated: ClassVar[bool] = True  # student training: a GPU when the cluster has one
 
     def parse(self, comp: _Table, ctx: ParseContext) -> DistillSpec | None:
         dt = comp.table("distill")

@@ -1,5 +1,5 @@
-"""Running a study: what is cached, what runs where (local process pool), progress, the log
-and the summary."""
+"""Running a study: what is cached, what runs where (the executors: this machine's process
+pool, or a Ray cluster), progress, the log and the summary."""
 
 from __future__ import annotations
 
@@ -31,10 +31,19 @@ class RunConfig:
     out: str | None = None  # default: runs/<study name>
     jobs: int = 1
     dry_run: bool = False
+    executor: str = "local"  # a name in edgerobust.study.executors.EXECUTORS
+    address: str | None = None  # the cluster to join (executors that take one)
 
     def validate(self) -> None:
+        from edgerobust.study.executors import get_executor
+
         if self.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {self.jobs}")
+        ex = get_executor(self.executor)
+        if self.address and not ex.takes_address:
+            raise ConfigError(
+                f"--address is for a cluster executor; --executor {ex.name} takes none"
+            )
 
 
 @dataclass
@@ -156,7 +165,10 @@ def _error_line(exc: BaseException) -> str:
 
 def run_study(cfg: RunConfig, reporter: Reporter | None = None) -> StudySummary:
     """Run (or with ``dry_run`` list) every stage of a study; see the module docstring."""
+    from edgerobust.study.executors import get_executor
+
     cfg.validate()
+    executor = get_executor(cfg.executor)
     rep = reporter or NullReporter()
     study = load_study(cfg.study)
     plan = plan_study(study)
@@ -173,17 +185,19 @@ def run_study(cfg: RunConfig, reporter: Reporter | None = None) -> StudySummary:
             for s in plan.stages
         ]
         return StudySummary(study.study.name, str(out), True, results, list(plan.notes))
+    executor.check()  # e.g. Ray not installed: one line, before anything is written
     with _study_lock(out):
         log = _Log(out / LOG_NAME)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = study.study.threads or max(1, (cores or 1) // cfg.jobs)
+        where = f", executor {executor.name}" if executor.name != "local" else ""
         log(
-            f"run {cfg.study} -> {out}: {len(plan.stages)} stages, jobs {cfg.jobs}, "
+            f"run {cfg.study} -> {out}: {len(plan.stages)} stages, jobs {cfg.jobs}{where}, "
             f"{threads} torch thread(s) per stage, pid {os.getpid()}"
         )
         for note in plan.notes:
             log(f"note: {note}")
-        results = _Scheduler(plan, out, cfg.jobs, threads, rep, log).run()
+        results = executor.run(ExecutorRun(plan, out, cfg, threads, rep, log))
         summary = StudySummary(
             study.study.name,
             str(out),
@@ -198,20 +212,82 @@ def run_study(cfg: RunConfig, reporter: Reporter | None = None) -> StudySummary:
     return summary
 
 
+@dataclass(frozen=True)
+class ExecutorRun:
+    """What an executor gets: the plan, where it goes, the run's options, threads per stage,
+    the progress view and the study log."""
+
+    plan: Plan
+    out: Path
+    cfg: RunConfig
+    threads: int
+    rep: Reporter
+    log: Callable[[str], None]
+
+
+# ------------------------------------------------------------------ the rules every executor keeps
+
+
+def missing_inputs(stage: Stage, state: dict[str, str]) -> dict[str, str]:
+    """Optional deps that failed or were skipped: role -> why (the stage runs without them)."""
+    return {
+        role: f"{dep.describe()} {state[dep.key]}"
+        for role, dep in stage.deps
+        if role in stage.optional and state.get(dep.key) in ("failed", "skipped")
+    }
+
+
+def blocked_reason(stage: Stage, state: dict[str, str]) -> str | None:
+    """Why ``stage`` cannot run (a required dep failed or was skipped), or None."""
+    for role, dep in stage.deps:
+        if role in stage.optional:
+            continue
+        if state.get(dep.key) in ("failed", "skipped"):
+            why = "failed" if state[dep.key] == "failed" else "was skipped"
+            return f"needs {dep.describe()} ({dep.dirname}), which {why}"
+    return None
+
+
+def stage_annotation(study: str, stage: Stage, state: dict[str, str]) -> dict[str, Any]:
+    """The ``study`` block every record of ``stage`` carries."""
+    ann = {
+        "study": study,
+        "stage": stage.kind,
+        "key": stage.key,
+        "label": stage.label,
+        "deps": {role: dep.key for role, dep in stage.deps},
+        **stage.meta,
+    }
+    missing = missing_inputs(stage, state)
+    if missing:
+        ann["missing_inputs"] = missing
+    return ann
+
+
+def cached_output(out: Path, stage: Stage, state: dict[str, str]) -> StageOutput | None:
+    """The committed output of ``stage``, unless it ran without an optional input that exists
+    now (then it must run again)."""
+    done = load_output(stage_dir(out, stage))
+    if done is None:
+        return None
+    was_missing = (done.record.get("study") or {}).get("missing_inputs") or {}
+    if set(was_missing) - set(missing_inputs(stage, state)):
+        return None
+    return done
+
+
+def record_error(folder: Path, error: str, tb: str) -> None:
+    """``error.txt`` in a failed stage's folder (the stage did not commit: no ``done.json``)."""
+    if folder.is_dir():
+        (folder / "error.txt").write_text(f"{error}\n\n{tb}")
+
+
 class _Scheduler:
     """Runs ready stages (all dependencies finished), up to ``jobs`` at a time."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        out: Path,
-        jobs: int,
-        threads: int,
-        rep: Reporter,
-        log: Callable[[str], None],
-    ) -> None:
-        self.plan, self.out, self.jobs, self.threads = plan, out, jobs, threads
-        self.rep, self.log = rep, log
+    def __init__(self, run: ExecutorRun) -> None:
+        self.plan, self.out, self.jobs, self.threads = run.plan, run.out, run.cfg.jobs, run.threads
+        self.rep, self.log = run.rep, run.log
         self.outputs: dict[str, StageOutput] = {}
         self.state: dict[str, str] = {}  # key -> cached | ran | failed | skipped
         self.results: dict[str, StageResult] = {}
@@ -225,35 +301,10 @@ class _Scheduler:
         self.rep.advance(self.overall, 1)
 
     def _annotation(self, stage: Stage) -> dict[str, Any]:
-        ann = {
-            "study": self.plan.study.study.name,
-            "stage": stage.kind,
-            "key": stage.key,
-            "label": stage.label,
-            "deps": {role: dep.key for role, dep in stage.deps},
-            **stage.meta,
-        }
-        missing = self._missing(stage)
-        if missing:
-            ann["missing_inputs"] = missing
-        return ann
-
-    def _missing(self, stage: Stage) -> dict[str, str]:
-        """Optional deps that failed or were skipped: role -> why (the stage runs without them)."""
-        return {
-            role: f"{dep.describe()} {self.state[dep.key]}"
-            for role, dep in stage.deps
-            if role in stage.optional and self.state.get(dep.key) in ("failed", "skipped")
-        }
+        return stage_annotation(self.plan.study.study.name, stage, self.state)
 
     def _blocked(self, stage: Stage) -> str | None:
-        for role, dep in stage.deps:
-            if role in stage.optional:
-                continue
-            if self.state.get(dep.key) in ("failed", "skipped"):
-                why = "failed" if self.state[dep.key] == "failed" else "was skipped"
-                return f"needs {dep.describe()} ({dep.dirname}), which {why}"
-        return None
+        return blocked_reason(stage, self.state)
 
     def _ready(self, stage: Stage) -> bool:
         settled = ("cached", "ran", "failed", "skipped")
@@ -268,10 +319,7 @@ class _Scheduler:
         torch = sys.modules.get("torch")
         before = torch.get_num_threads() if torch is not None else None
         try:
-            if self.jobs == 1:
-                self._run_serial(stages)
-            else:
-                self._run_parallel(stages)
+            self._execute(stages)
         finally:
             self.rep.done(self.overall)
             torch = sys.modules.get("torch")
@@ -279,13 +327,16 @@ class _Scheduler:
                 torch.set_num_threads(before)  # stages pinned it; give the caller theirs back
         return [self.results[s.key] for s in stages]
 
+    def _execute(self, stages: list[Stage]) -> None:
+        if self.jobs == 1:
+            self._run_serial(stages)
+        else:
+            self._run_parallel(stages)
+
     def _try_cached(self, stage: Stage) -> bool:
-        done = load_output(stage_dir(self.out, stage))
+        done = cached_output(self.out, stage, self.state)
         if done is None:
             return False
-        was_missing = (done.record.get("study") or {}).get("missing_inputs") or {}
-        if set(was_missing) - set(self._missing(stage)):
-            return False  # it ran without an optional input that exists now: run it again
         self.outputs[stage.key] = done
         self._finish(stage, "cached")
         return True
@@ -296,9 +347,7 @@ class _Scheduler:
     def _record_failure(self, stage: Stage, error: str, tb: str, seconds: float) -> None:
         self.log(f"FAILED {stage.describe()} ({stage.dirname}) after {seconds:.1f} s: {error}")
         self.log(tb.rstrip())
-        folder = stage_dir(self.out, stage)
-        if folder.is_dir():
-            (folder / "error.txt").write_text(f"{error}\n\n{tb}")
+        record_error(stage_dir(self.out, stage), error, tb)
         self.rep.log(f"[red]failed[/] {stage.describe()}: {error}")
         self._finish(stage, "failed", error, seconds)
 
@@ -431,15 +480,19 @@ class _Scheduler:
                 ev = events.get_nowait()
             except (queue.Empty, EOFError, OSError):
                 return
-            what, prefix = ev[0], ev[1]
-            if what == "task":
-                tasks[(prefix, ev[2])] = self.rep.task(f"  {ev[3]}", ev[4])
-            elif what == "advance" and (prefix, ev[2]) in tasks:
-                self.rep.advance(tasks[(prefix, ev[2])], ev[3], **ev[4])
-            elif what == "done" and (prefix, ev[2]) in tasks:
-                self.rep.done(tasks.pop((prefix, ev[2])))
-            elif what == "log":
-                self.log(f"[{prefix}] {ev[2]}")
+            self._on_event(ev, tasks)
+
+    def _on_event(self, ev: tuple[Any, ...], tasks: dict[tuple[str, int], int]) -> None:
+        """One event of a worker's reporter (see :class:`_QueueReporter`)."""
+        what, prefix = ev[0], ev[1]
+        if what == "task":
+            tasks[(prefix, ev[2])] = self.rep.task(f"  {ev[3]}", ev[4])
+        elif what == "advance" and (prefix, ev[2]) in tasks:
+            self.rep.advance(tasks[(prefix, ev[2])], ev[3], **ev[4])
+        elif what == "done" and (prefix, ev[2]) in tasks:
+            self.rep.done(tasks.pop((prefix, ev[2])))
+        elif what == "log":
+            self.log(f"[{prefix}] {ev[2]}")
 
 
 # --------------------------------------------------------------------------- worker side

@@ -29,18 +29,25 @@ class StageKind:
     version: int = 1  # bump when the adapter's output changes: every key of this kind changes
     resumable: bool = False  # keep a partial folder on rerun (the function resumes from it)
     exclusive: bool = False  # run alone: its timings must not compete with other stages
+    # gets a GPU when a cluster executor has one (its settings' device "auto" then picks it)
+    accelerated: bool = False
 
 
 STAGE_KINDS: Registry[StageKind] = Registry("stage kind")
 
 
 def register_stage(
-    name: str, *, version: int = 1, resumable: bool = False, exclusive: bool = False
+    name: str,
+    *,
+    version: int = 1,
+    resumable: bool = False,
+    exclusive: bool = False,
+    accelerated: bool = False,
 ) -> Callable[[StageFn], StageFn]:
     """Decorator registering a stage adapter; a duplicate name is an error."""
 
     def deco(fn: StageFn) -> StageFn:
-        STAGE_KINDS.add(name, StageKind(name, fn, version, resumable, exclusive))
+        STAGE_KINDS.add(name, StageKind(name, fn, version, resumable, exclusive, accelerated))
         return fn
 
     return deco

@@ -93,7 +93,7 @@ def synthetic_stage(
 # --------------------------------------------------------------------------- models
 
 
-@register_stage("train", resumable=True)
+@register_stage("train", resumable=True, accelerated=True)
 def train_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
@@ -337,7 +337,7 @@ def corruptions_stage(
     return out / "corruptions.json"
 
 
-@register_stage("attack", version=3)
+@register_stage("attack", version=3, accelerated=True)
 def attack_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
