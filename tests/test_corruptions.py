@@ -366,8 +366,10 @@ def test_cli_rejects_bad_corruptions_in_one_line(artifacts, synthetic_root, caps
 def test_cli_lists_the_registry(capsys):
     from edgerobust.cli import main
 
-    main(["corruptions"])  # success returns; an error would exit non-zero
+    with pytest.raises(SystemExit) as exc:
+        main(["corruptions"])
     out = capsys.readouterr().out
+    assert exc.value.code == 0
     for name in list_corruptions():
         assert name in out
     assert "left out: frost" in out
