@@ -58,6 +58,11 @@ class SpStop(str, Enum):
     settled = "settled"
 
 
+class GradStopChoice(str, Enum):
+    exact = "exact"
+    settled = "settled"
+
+
 def _registered(what: str, names: Callable[[], list[str]]) -> Callable[[str | None], str | None]:
     """A typer callback that accepts the names a registry holds *when the command runs*, so a
     runtime, format or architecture registered by a plugin module is a valid choice."""
@@ -713,6 +718,13 @@ def attack(
             help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
         ),
     ] = SpStop.settled,
+    stop: Annotated[
+        GradStopChoice,
+        typer.Option(
+            help="C&W, EAD, DDN, DeepFool: settled (stop each image once every eps is decided) "
+            "or exact (foolbox's full search and figures)."
+        ),
+    ] = GradStopChoice.settled,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     threads: Annotated[int, typer.Option(help="Inference threads for artifacts.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
@@ -743,6 +755,7 @@ def attack(
         replay=_csv(replay) or (),
         params=params,
         sp_stop=sp_stop.value,
+        stop=stop.value,
         device=device,
         threads=threads,
         out=str(out) if out else None,
@@ -810,6 +823,62 @@ def bench_saltpepper_cmd(
     )
     with RichReporter() as rep:
         record = bench_saltpepper(cfg, rep)
+    for line in bench_lines(record):
+        stdout.print(line)
+    if out:
+        stdout.print(f"record -> {out}")
+
+
+@app.command("bench-attacks")
+def bench_attacks_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="fp32 checkpoint (file or run folder).")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the one the model records).")
+    ] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="Domain (default: the source domain's validation split).")
+    ] = None,
+    attacks: Annotated[
+        str, typer.Option(help="Comma-separated: cw, ead, ddn, deepfool.")
+    ] = "cw,ead",
+    limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 48,
+    seed: Annotated[int, typer.Option(help="Sample seed, the same for every run.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size (paper: 8).")] = 8,
+    strengths: Annotated[str, typer.Option(help="light, heavy or both, comma-separated.")] = (
+        "light,heavy"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: ATTACK.SETTING=VALUE, e.g. cw.steps=10."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Write the JSON record here.")] = None,
+) -> None:
+    """Settled vs foolbox's full C&W/EAD/DDN/DeepFool: robust accuracy and gradient evaluations."""
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+    from edgerobust.errors import require_torch
+
+    names = parse_attacks(attacks)
+    params = parse_overrides(set_)
+    require_torch("bench-attacks")
+    from edgerobust.attacks.gradbench import AttackBenchConfig, bench_attacks, bench_lines
+
+    cfg = AttackBenchConfig(
+        checkpoint=str(checkpoint),
+        data=str(data) if data else None,
+        domain=domain,
+        attacks=names,
+        limit=limit,
+        seed=seed,
+        batch_size=batch_size,
+        strengths=("light", "heavy") if strengths == "both" else _csv(strengths) or (),
+        params={k: dict(v) for k, v in params.items()},
+        device=device,
+        out=str(out) if out else None,
+    )
+    with RichReporter() as rep:
+        record = bench_attacks(cfg, rep)
     for line in bench_lines(record):
         stdout.print(line)
     if out:
