@@ -61,6 +61,7 @@ from edgerobust.records import AttackRecord
 RECORD_VERSION = AttackRecord.VERSION  # 2: headline_eps per attack; averages by strength
 
 BOTH = "both"  # --strength both: the light and heavy budgets in one sweep
+PAPER_BATCH = 8  # the paper's attack batch
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class AttackConfig:
     eps: tuple[float, ...] | None = None  # None: the paper's eps for ``strength``
     limit: int | None = None  # a seeded sample of this many validation images
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int | None = 8  # None: the fastest on the device (8 under stop exact)
     source: str | None = None  # fp32 model to craft on (default: the int8 model's parent)
     artifacts: tuple[str, ...] = ()
     replay: tuple[str, ...] = ()  # more checkpoints the adversarials are replayed on
@@ -116,7 +117,7 @@ class AttackConfig:
                 raise ConfigError(f"--eps: budgets must be finite and >= 0, got {list(self.eps)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
@@ -204,10 +205,12 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     int8 = bool(ck.spec.quant)
     src = _source(cfg, ck, int8, device, load_checkpoint)
     origin = ck.spec.origin
+    batch = _attack_batch(cfg, src, specs, device, rep)
+    bs = batch["size"]
 
     def torch_target(name: str, role: str, k: Any) -> Target:
         eng = k.spec.quant["engine"] if k.spec.quant else None
-        fn = torch_numpy_model(k.model, device, cfg.batch_size, eng)
+        fn = torch_numpy_model(k.model, device, bs, eng)
         return Target(name, "torch", role, fn, _ckpt_info(k), model=k.model)
 
     def same_task(classes: Any, input_size: Any) -> bool:
@@ -282,7 +285,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     x = to_input(np.asarray(images.pixels[idx]))
     y = np.asarray(images.labels[idx], dtype=np.int64)
     n = len(idx)
-    batches = [slice(s, min(s + cfg.batch_size, n)) for s in range(0, n, cfg.batch_size)]
+    batches = [slice(s, min(s + bs, n)) for s in range(0, n, bs)]
 
     # ---- clean accuracy of every model, and the source's input gradients
     for tg in targets:
@@ -304,7 +307,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     # ---- the attacks, each measured on every target by its own kind's rule (see .base)
     ctx = RunContext(
         seed=cfg.seed,
-        batch_size=cfg.batch_size,
+        batch_size=bs,
         sample_ids=tuple(idx),
         stop=cfg.sp_stop,
         grad_stop=cfg.stop,
@@ -360,7 +363,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
         config=cfg.to_dict(),
         model=_ckpt_info(ck),
         source=source_name,
-        device=_device_info(device),
+        device={**_device_info(device), "attack_batch": batch},
         data={
             "root": str(ds.root),
             "domain": domain,
@@ -394,6 +397,30 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     if cfg.out:
         atomic_write_json(cfg.out, record)
     return record
+
+
+def _attack_batch(
+    cfg: AttackConfig, src: Any, specs: list[Attack], device: Any, rep: Reporter
+) -> dict[str, Any]:
+    """The attack batch size: as given; else the paper's 8 when foolbox's own search runs (its
+    C&W and EAD stop on the batch's summed loss, so the batch changes their figures); else the
+    fastest per image on this device, measured on the source model."""
+    from edgerobust.attacks.gradient import GradStop
+    from edgerobust.attacks.whitebox import fastest_batch
+
+    if cfg.batch_size is not None:
+        return {"size": cfg.batch_size, "chosen_by": "given"}
+    if cfg.stop == GradStop.exact.value or not any(s.gradient for s in specs):
+        return {"size": PAPER_BATCH, "chosen_by": "paper"}
+    t = rep.task("fastest attack batch", None)
+    size, timing = fastest_batch(src.model, src.spec.input_size, device)
+    rep.done(t)
+    rep.log(f"attack batch {size}: the fastest per image on {device}")
+    return {
+        "size": size,
+        "chosen_by": "fastest",
+        "seconds_per_image": {str(k): v for k, v in timing.items()},
+    }
 
 
 def _cost(per_target: list[dict[str, Any]]) -> str:

@@ -155,6 +155,35 @@ def craft(
     return Crafted(tuple(eps), adv, success.detach().cpu().numpy().astype(bool), per_image)
 
 
+def fastest_batch(
+    model: nn.Module,
+    input_size: int,
+    device: torch.device,
+    sizes: Sequence[int] = (8, 16, 32, 64, 128),
+) -> tuple[int, dict[int, float]]:
+    """The batch size with the fewest seconds per image for one forward and backward pass of
+    ``model`` on ``device`` (what a gradient attack's step costs), and the timings. Sizes are
+    tried in order after a warm-up pass each; the probe stops at the first that is slower per
+    image than the best so far."""
+    import time
+
+    timing: dict[int, float] = {}
+    for size in sizes:
+        x = torch.rand(size, 3, input_size, input_size, device=device, requires_grad=True)
+        for _ in range(2):  # the first pass warms up (allocations, kernel choice)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            (grad,) = torch.autograd.grad(model(x).sum(), x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+        timing[size] = seconds / size
+        if timing[size] > min(timing.values()):
+            break
+    return min(timing, key=timing.__getitem__), timing
+
+
 def input_gradient_norms(
     model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device
 ) -> np.ndarray:
@@ -173,6 +202,7 @@ __all__ = [
     "NumpyModel",
     "build_attack",
     "craft",
+    "fastest_batch",
     "input_gradient_norms",
     "is_quantized",
     "perturbation_norms",

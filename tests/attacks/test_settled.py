@@ -212,3 +212,69 @@ def test_bench_attacks_refuses_an_attack_without_a_settled_search() -> None:
 
     with pytest.raises(ConfigError, match="pgd has no settled search; choose from deepfool, cw"):
         AttackBenchConfig("x", attacks=("pgd",)).validate()
+
+
+def test_attack_batch_is_the_fastest_unless_given_or_exact(tiny, fast) -> None:
+    from edgerobust.attacks.run import AttackConfig, run_attacks
+
+    def batch(**kw):
+        cfg = AttackConfig(str(tiny.fp32), attacks=("cw",), params={"cw": fast["cw"]}, **kw)
+        return run_attacks(cfg)["device"]["attack_batch"]
+
+    auto = batch(limit=4, batch_size=None, stop="settled")
+    assert auto["chosen_by"] == "fastest" and auto["size"] >= 8
+    assert str(auto["size"]) in auto["seconds_per_image"]
+    assert min(auto["seconds_per_image"].values()) == auto["seconds_per_image"][str(auto["size"])]
+    # foolbox's C&W stops on the batch's summed loss: its figures need the paper's batch
+    assert batch(limit=4, batch_size=None, stop="exact") == {"size": 8, "chosen_by": "paper"}
+    assert batch(limit=4, batch_size=3, stop="settled") == {"size": 3, "chosen_by": "given"}
+
+
+def _cli(argv: list[str]) -> None:
+    from edgerobust.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+
+
+def test_bench_attacks_command_compares_settled_with_foolbox(capsys, tiny, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    _cli(
+        ["bench-attacks", str(tiny.fp32), "--attacks", "cw,ddn", "--limit", "6"]
+        + ["--set", "cw.steps=10", "--set", "cw.binary_search_steps=3", "--set", "ddn.steps=10"]
+        + ["--out", str(out)]
+    )
+    printed = capsys.readouterr().out
+    assert "gradient evaluations" in printed and "of foolbox's" in printed
+    rec = json.loads(out.read_text())
+    assert rec["record"] == "bench-attacks" and rec["data"]["n"] == 6
+    for name in ("cw", "ddn"):
+        a = rec["attacks"][name]
+        assert set(a["strengths"]) == {"light", "heavy"}
+        for s, r in a["strengths"].items():
+            assert r["eps"] == [0.0, get(name).eps(s)[0]]
+            assert r["gradient_ratio"] == r["gradients_settled"] / a["gradients_exact"]
+            assert r["robust_accuracy_exact"][0] == r["robust_accuracy_settled"][0]  # eps 0
+    assert rec["attacks"]["ddn"]["gradients_exact"] == 6 * 10  # DDN has no early stop
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["attack", "none.safetensors", "--batch-size", "0"], "auto or an integer >= 1"),
+        (["attack", "none.safetensors", "--batch-size", "x"], "auto or an integer >= 1"),
+        (["bench-attacks", "none.safetensors", "--attacks", "fgsm"], "fgsm has no settled"),
+    ],
+)
+def test_bad_input_is_one_line(capsys, argv: list[str], message: str) -> None:
+    from edgerobust.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
