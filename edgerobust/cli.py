@@ -770,6 +770,13 @@ def attack(
         record = run_attacks(cfg, rep)
     stdout.print(attack_table(record))
     for a in record["attacks"]:
+        first = a["results"][0] if a["results"] else {}
+        if "gradients" in first:
+            stdout.print(
+                f"{a['attack']}: {first['gradients']} gradient evaluations "
+                f"({first['gradients'] / max(1, first['gradients_budget']):.2f} of foolbox's "
+                f"budget, stop {first['stop']}), {a['seconds']:.1f} s"
+            )
         for r in a["results"]:
             if "queries" in r:
                 stdout.print(
