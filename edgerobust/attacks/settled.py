@@ -50,6 +50,11 @@ Let ``b`` be an image's best adversarial norm so far, and ``E`` the positive eps
    * DeepFool: no robust rule; an image runs until it is adversarial or out of steps, as in
      foolbox.
 
+One saving is exact: when EAD's first step at a constant leaves every pixel in place (the
+shrinkage swallows it), the following steps repeat it at the same point, so foolbox's abort
+check at step ``steps / 10`` is certain to end that constant with nothing new. The settled search
+skips to that end (one gradient instead of eleven, the same outcome).
+
 With ``stop="none"`` no image stops early, and every image spends foolbox's budget for it
 (``batch_size=1``). ``stop="exact"`` is not handled here: it runs foolbox's own attack
 (:mod:`edgerobust.attacks.whitebox`).
@@ -398,6 +403,17 @@ def ead_search(
             found[g] |= adv.cpu().numpy()
             rule.broken(g, best_l1[g])
         it[g] += 1
+        if stop == "settled" and abort_early and every < steps:
+            # A first step that leaves every pixel where it was (the shrinkage swallowed it)
+            # leaves the next ones there too: the same point, the same gradient, a smaller
+            # step. The loss cannot drop, so foolbox's check at step ``every`` ends this
+            # constant with nothing new found. Skip to that end: the same outcome, exactly.
+            first = (it[a] == 1) & ~brk & (lr > 0)
+            if first.any():
+                fi = ai[torch.from_numpy(first).to(dev)]
+                still = (_flat(xk[fi] - x[fi]) == 0).all(-1).cpu().numpy()
+                brk = brk.copy()
+                brk[np.flatnonzero(first)[still]] = True
 
         ended = a[brk | (it[a] >= steps)]
         if ended.size:

@@ -278,3 +278,18 @@ def test_bad_input_is_one_line(capsys, argv: list[str], message: str) -> None:
     assert info.value.code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+
+def test_ead_skips_a_constant_whose_first_step_cannot_move(toy) -> None:
+    """With a small constant the shrinkage swallows EAD's first step; foolbox then repeats the
+    same step until its abort check. The settled search skips to that end: the same search,
+    fewer gradients (eps 0 only, so no image is settled early)."""
+    from edgerobust.attacks.settled import ead_search
+
+    model, x, y = toy
+    kw = dict(binary_search_steps=6, steps=30, initial_const=0.001)
+    full = ead_search(model, x, y, (0.0,), stop="none", **kw)
+    fast = ead_search(model, x, y, (0.0,), stop="settled", **kw)
+    torch.testing.assert_close(fast.best, full.best, rtol=0, atol=0)
+    assert fast.counts.gradients < full.counts.gradients
+    assert not fast.stopped_early.any()
