@@ -1,8 +1,13 @@
 """``edgerobust attack``: the paper's adversarial evaluation of one checkpoint (Tables 3-5).
 
 Images: the domain's validation split (the paper: 10 % of Amazon, seed 1), optionally a seeded
-sample of ``limit`` of them. Attacks run in [0, 1] pixel space, batch 8, with the paper's
-settings and epsilons (:mod:`edgerobust.attacks`); eps 0 is always added as a sanity point.
+sample of ``limit`` of them. Attacks run in [0, 1] pixel space, with the paper's settings and
+epsilons (:mod:`edgerobust.attacks`); eps 0 is always added as a sanity point. The batch is the
+paper's 8 unless given (``batch_size=None``: the fastest per image on the device, except under
+``stop="exact"``, where foolbox's C&W and EAD figures depend on the batch).
+
+``stop`` picks how C&W, EAD, DDN and DeepFool search: ``exact`` is foolbox's attack, ``settled``
+stops each image once its answer at every eps is decided (:mod:`edgerobust.attacks.settled`).
 
 Which models are measured, and how each figure is labelled:
 
