@@ -64,6 +64,11 @@ class SpStop(str, Enum):
     settled = "settled"
 
 
+class GradStopChoice(str, Enum):
+    exact = "exact"
+    settled = "settled"
+
+
 def _registered(what: str, names: Callable[[], list[str]]) -> Callable[[str | None], str | None]:
     """A typer callback that accepts the names a registry holds *when the command runs*, so a
     runtime, format or architecture registered by a plugin module is a valid choice."""
@@ -938,7 +943,12 @@ def attack(
         int | None, typer.Option(help="Attack a seeded sample of N validation images.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for --limit, PGD's start and S&P noise.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Attack batch size (paper: 8).")] = 8,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            help="Attack batch size: N (paper: 8) or auto (the fastest here; 8 with --stop exact)."
+        ),
+    ] = "auto",
     source: Annotated[
         Path | None,
         typer.Option(help="fp32 model to craft on (default: an int8 model's recorded parent)."),
@@ -963,6 +973,13 @@ def attack(
             help="Salt&Pepper early stopping: settled (fast), exact (foolbox's figures), none."
         ),
     ] = SpStop.settled,
+    stop: Annotated[
+        GradStopChoice,
+        typer.Option(
+            help="C&W, EAD, DDN, DeepFool: settled (stop each image once every eps is decided) "
+            "or exact (foolbox's full search and figures)."
+        ),
+    ] = GradStopChoice.settled,
     device: Annotated[str, _DEVICE] = "auto",
     threads: Annotated[int, typer.Option(help="Inference threads for artifacts.")] = 1,
     out: Annotated[
@@ -977,6 +994,7 @@ def attack(
     cfg_attacks = parse_attacks(attacks)
     cfg_eps = parse_eps(eps)
     params = parse_overrides(set_)
+    attack_batch = _batch_size(batch_size)
     require_torch("attack")
     from edgerobust.attacks.run import AttackConfig, run_attacks
 
@@ -989,12 +1007,13 @@ def attack(
         eps=cfg_eps,
         limit=limit,
         seed=seed,
-        batch_size=batch_size,
+        batch_size=attack_batch,
         source=str(source) if source else None,
         artifacts=_csv(artifacts) or (),
         replay=_csv(replay) or (),
         params=params,
         sp_stop=sp_stop.value,
+        stop=stop.value,
         device=device,
         threads=threads,
         out=str(out) if out else None,
@@ -1003,6 +1022,13 @@ def attack(
         record = run_attacks(cfg, rep)
     stdout.print(attack_table(record))
     for a in record["attacks"]:
+        first = a["results"][0] if a["results"] else {}
+        if "gradients" in first:
+            stdout.print(
+                f"{a['attack']}: {first['gradients']} gradient evaluations "
+                f"({first['gradients'] / max(1, first['gradients_budget']):.2f} of foolbox's "
+                f"budget, stop {first['stop']}), {a['seconds']:.1f} s"
+            )
         for r in a["results"]:
             if "queries" in r:
                 stdout.print(
@@ -1064,6 +1090,77 @@ def bench_saltpepper_cmd(
     )
     with RichReporter() as rep:
         record = bench_saltpepper(cfg, rep)
+    for line in bench_lines(record):
+        stdout.print(line)
+    if out:
+        stdout.print(f"record -> {out}")
+
+
+def _batch_size(value: str) -> int | None:
+    """``--batch-size``: ``auto`` -> ``None`` (the attack command picks), else an integer >= 1."""
+    if value.strip() == "auto":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ConfigError(f"--batch-size must be auto or an integer >= 1, got {value!r}")
+    return size
+
+
+@app.command("bench-attacks")
+def bench_attacks_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="fp32 checkpoint (file or run folder).")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the one the model records).")
+    ] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="Domain (default: the source domain's validation split).")
+    ] = None,
+    attacks: Annotated[
+        str, typer.Option(help="Comma-separated: cw, ead, ddn, deepfool.")
+    ] = "cw,ead",
+    limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 48,
+    seed: Annotated[int, typer.Option(help="Sample seed, the same for every run.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size (paper: 8).")] = 8,
+    strengths: Annotated[str, typer.Option(help="light, heavy or both, comma-separated.")] = (
+        "light,heavy"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: ATTACK.SETTING=VALUE, e.g. cw.steps=10."),
+    ] = None,
+    device: Annotated[str, _DEVICE] = "auto",
+    out: Annotated[
+        Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
+    ] = None,
+) -> None:
+    """Settled vs foolbox's full C&W/EAD/DDN/DeepFool: robust accuracy and gradient evaluations."""
+    from edgerobust.console import RichReporter
+    from edgerobust.console import out as stdout
+    from edgerobust.errors import require_torch
+
+    names = parse_attacks(attacks)
+    params = parse_overrides(set_)
+    require_torch("bench-attacks")
+    from edgerobust.attacks.gradbench import AttackBenchConfig, bench_attacks, bench_lines
+
+    cfg = AttackBenchConfig(
+        checkpoint=str(checkpoint),
+        data=str(data) if data else None,
+        domain=domain,
+        attacks=names,
+        limit=limit,
+        seed=seed,
+        batch_size=batch_size,
+        strengths=("light", "heavy") if strengths == "both" else _csv(strengths) or (),
+        params={k: dict(v) for k, v in params.items()},
+        device=device,
+        out=str(out) if out else None,
+    )
+    with RichReporter() as rep:
+        record = bench_attacks(cfg, rep)
     for line in bench_lines(record):
         stdout.print(line)
     if out:

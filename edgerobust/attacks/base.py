@@ -124,6 +124,7 @@ class RunContext:
     batch_size: int
     sample_ids: tuple[int, ...]  # each sample's index in its domain: keys per-sample noise streams
     stop: str = "exact"  # early-stopping rule of the attacks that have one (Salt&Pepper: --sp-stop)
+    grad_stop: str = "exact"  # gradient minimisation attacks (--stop): exact | settled
     device: Any = None  # the torch.device that gradient attacks run on
     reporter: Reporter = field(default_factory=NullReporter)
 
@@ -376,6 +377,7 @@ class GradientAttack(Attack):
             on_batch=replay,
         )
         rep.done(task)
+        cost = self.describe(swept, settings, ctx)
         results = []
         for tg in targets:
             label = Label.direct if tg.name == source.name else Label.transfer
@@ -387,9 +389,19 @@ class GradientAttack(Attack):
                     "clean_accuracy": float(tg.clean_correct.mean()),
                     **summarise(correct[tg.name], tg.clean_correct, swept.norms),
                     "n": n,
+                    **cost,
                 }
             )
         return results, []
+
+    def describe(
+        self, swept: Sweep, settings: Mapping[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        """Entries added to each target's record, after ``n``: what crafting cost, when the
+        attack counts it (``Found.queries``: gradient evaluations per image), and the rule."""
+        if swept.queries is None:
+            return {}
+        return {"gradients": int(swept.queries.sum()), "stop": ctx.grad_stop}
 
 
 class DecisionAttack(Attack):

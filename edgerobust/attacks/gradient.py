@@ -11,11 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from edgerobust.attacks.base import Found, GradientAttack, RunContext
+from edgerobust.attacks.base import Found, GradientAttack, RunContext, Sweep
+
+
+class GradStop(str, Enum):
+    """How a gradient minimisation attack searches (``--stop``)."""
+
+    exact = "exact"  # foolbox's attack, its full budget: foolbox's figures
+    settled = "settled"  # per image, until every eps's answer is decided (attacks/settled.py)
+
+
+#: The foolbox attacks that :mod:`edgerobust.attacks.settled` implements per image.
+SETTLED = frozenset({"L2CarliniWagnerAttack", "EADAttack", "DDNAttack", "LinfDeepFoolAttack"})
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,11 @@ class FoolboxAttack(GradientAttack):
     once per eps by the base's sweep, exactly as foolbox's ``__call__`` loops over epsilons);
     DeepFool, C&W, DDN and EAD are ``MinimizationAttack``s (one search, clipped to each eps by
     foolbox with its early stop at the smallest eps, which is 0 here, the sanity point).
+
+    The run's ``grad_stop`` picks how a minimisation attack searches: ``exact`` is foolbox's
+    attack itself; ``settled`` is the same search per image, stopped once every eps's answer is
+    decided (:mod:`edgerobust.attacks.settled`). ``Found.queries`` carries the gradient
+    evaluations each image cost.
     """
 
     foolbox: str = field(default="", kw_only=True)  # the class name in ``foolbox.attacks``
@@ -47,8 +64,43 @@ class FoolboxAttack(GradientAttack):
     ) -> Found:
         from edgerobust.attacks.whitebox import craft
 
-        crafted = craft(model, self, x, y, eps, device=ctx.device, overrides=settings)
-        return Found(success=crafted.success, adversarials=crafted.adversarials)
+        crafted = craft(
+            model, self, x, y, eps, device=ctx.device, overrides=settings, stop=ctx.grad_stop
+        )
+        return Found(
+            success=crafted.success,
+            adversarials=crafted.adversarials,
+            queries=crafted.gradients,
+        )
+
+    def describe(
+        self, swept: Sweep, settings: Mapping[str, Any], ctx: RunContext
+    ) -> dict[str, Any]:
+        """The gradient evaluations spent, foolbox's budget beside them (its most, before C&W's
+        and EAD's ``abort_early``; under ``exact`` the count is foolbox's own), and the rule."""
+        out = super().describe(swept, settings, ctx)
+        if out:
+            n = swept.success.shape[1]
+            out["gradients_budget"] = n * self.gradient_budget(settings, len(swept.eps))
+            out["stop"] = ctx.grad_stop if self.settles else GradStop.exact.value
+        return out
+
+    def gradient_budget(self, settings: Mapping[str, Any], n_eps: int) -> int:
+        """Per image, the most gradient evaluations foolbox's attack may spend."""
+        s = settings
+        if self.foolbox in ("L2CarliniWagnerAttack", "EADAttack"):
+            return int(s["binary_search_steps"]) * int(s["steps"])
+        if self.foolbox == "LinfDeepFoolAttack":
+            return int(s["steps"]) * max(1, int(s["candidates"] or 10) - 1)
+        if self.fixed_eps:
+            return int(s.get("steps", 1)) * n_eps
+        return int(s.get("steps", 1))
+
+    @property
+    def settles(self) -> bool:
+        """Whether ``--stop settled`` has a loop of its own for this attack
+        (:mod:`edgerobust.attacks.settled`); the others always run foolbox's attack."""
+        return self.foolbox in SETTLED
 
 
-__all__ = ["FoolboxAttack"]
+__all__ = ["SETTLED", "FoolboxAttack", "GradStop"]

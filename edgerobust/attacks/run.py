@@ -1,8 +1,13 @@
 """``edgerobust attack``: the paper's adversarial evaluation of one checkpoint (Tables 3-5).
 
 Images: the domain's validation split (the paper: 10 % of Amazon, seed 1), optionally a seeded
-sample of ``limit`` of them. Attacks run in [0, 1] pixel space, batch 8, with the paper's
-settings and epsilons (:mod:`edgerobust.attacks`); eps 0 is always added as a sanity point.
+sample of ``limit`` of them. Attacks run in [0, 1] pixel space, with the paper's settings and
+epsilons (:mod:`edgerobust.attacks`); eps 0 is always added as a sanity point. The batch is the
+paper's 8 unless given (``batch_size=None``: the fastest per image on the device, except under
+``stop="exact"``, where foolbox's C&W and EAD figures depend on the batch).
+
+``stop`` picks how C&W, EAD, DDN and DeepFool search: ``exact`` is foolbox's attack, ``settled``
+stops each image once its answer at every eps is decided (:mod:`edgerobust.attacks.settled`).
 
 Which models are measured, and how each figure is labelled:
 
@@ -44,6 +49,7 @@ import numpy as np
 from edgerobust import __version__
 from edgerobust.attacks import Attack, Strength, get, list_attacks
 from edgerobust.attacks.base import RunContext, Target, summarise
+from edgerobust.attacks.gradient import GradStop
 from edgerobust.attacks.saltpepper import StopRule
 from edgerobust.attacks.sanity import (
     Headline,
@@ -60,6 +66,7 @@ from edgerobust.records import AttackRecord
 RECORD_VERSION = AttackRecord.VERSION  # 2: headline_eps per attack; averages by strength
 
 BOTH = "both"  # --strength both: the light and heavy budgets in one sweep
+PAPER_BATCH = 8  # the paper's attack batch
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,16 @@ class AttackConfig:
     eps: tuple[float, ...] | None = None  # None: the paper's eps for ``strength``
     limit: int | None = None  # a seeded sample of this many validation images
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int | None = 8  # None: the fastest on the device (8 under stop exact)
     source: str | None = None  # fp32 model to craft on (default: the int8 model's parent)
     artifacts: tuple[str, ...] = ()
     replay: tuple[str, ...] = ()  # more checkpoints the adversarials are replayed on
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     sp_stop: StopRule = StopRule.settled  # exact: foolbox's figures, at ~0.6 of its queries
+    # C&W, EAD, DDN, DeepFool: exact is foolbox's attack; settled stops each image's search once
+    # its answer at every eps is decided (attacks/settled.py). ``edgerobust attack`` defaults to
+    # settled; the default here stays exact, so a study's cached attack stage keeps its meaning.
+    stop: str = "exact"
     device: str = "auto"
     threads: int = 1
     out: str | None = None
@@ -102,6 +113,8 @@ class AttackConfig:
         elif self.eps is not None:
             raise ConfigError("--eps replaces one strength's budgets: use it with light or heavy")
         StopRule(self.sp_stop)
+        if self.stop not in [g.value for g in GradStop]:
+            raise ConfigError(f"--stop must be exact or settled, got {self.stop!r}")
         if self.eps is not None:
             if not self.eps:
                 raise ConfigError("--eps is empty: give budgets separated by commas")
@@ -109,7 +122,7 @@ class AttackConfig:
                 raise ConfigError(f"--eps: budgets must be finite and >= 0, got {list(self.eps)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
@@ -139,6 +152,7 @@ class AttackConfig:
             "replay": list(self.replay),
             "params": {k: dict(v) for k, v in self.params.items()},
             "sp_stop": StopRule(self.sp_stop).value,
+            "stop": self.stop,
             "device": self.device,
             "threads": self.threads,
             "out": self.out,
@@ -196,10 +210,12 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     int8 = bool(ck.spec.quant)
     src = _source(cfg, ck, int8, device, load_checkpoint)
     origin = ck.spec.origin
+    batch = _attack_batch(cfg, src, specs, device, rep)
+    bs = batch["size"]
 
     def torch_target(name: str, role: str, k: Any) -> Target:
         eng = k.spec.quant["engine"] if k.spec.quant else None
-        fn = torch_numpy_model(k.model, device, cfg.batch_size, eng)
+        fn = torch_numpy_model(k.model, device, bs, eng)
         return Target(name, "torch", role, fn, _ckpt_info(k), model=k.model)
 
     def same_task(classes: Any, input_size: Any) -> bool:
@@ -274,7 +290,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     x = to_input(np.asarray(images.pixels[idx]))
     y = np.asarray(images.labels[idx], dtype=np.int64)
     n = len(idx)
-    batches = [slice(s, min(s + cfg.batch_size, n)) for s in range(0, n, cfg.batch_size)]
+    batches = [slice(s, min(s + bs, n)) for s in range(0, n, bs)]
 
     # ---- clean accuracy of every model, and the source's input gradients
     for tg in targets:
@@ -296,9 +312,10 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     # ---- the attacks, each measured on every target by its own kind's rule (see .base)
     ctx = RunContext(
         seed=cfg.seed,
-        batch_size=cfg.batch_size,
+        batch_size=bs,
         sample_ids=tuple(idx),
         stop=cfg.sp_stop,
+        grad_stop=cfg.stop,
         device=device,
         reporter=rep,
     )
@@ -311,6 +328,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
         t0 = time.perf_counter()
         per_target, raised = spec.measure(targets, source, x, y, eps, settings=settings, ctx=ctx)
         seconds = time.perf_counter() - t0
+        rep.log(f"{spec.name}: {seconds:.1f} s{_cost(per_target)}")
         flags += raised
         for r in per_target:
             flags += check_eps0(
@@ -350,7 +368,7 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
         config=cfg.to_dict(),
         model=_ckpt_info(ck),
         source=source_name,
-        device=_device_info(device),
+        device={**_device_info(device), "attack_batch": batch},
         data={
             "root": str(ds.root),
             "domain": domain,
@@ -384,6 +402,38 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     if cfg.out:
         atomic_write_json(cfg.out, record)
     return record
+
+
+def _attack_batch(
+    cfg: AttackConfig, src: Any, specs: list[Attack], device: Any, rep: Reporter
+) -> dict[str, Any]:
+    """The attack batch size: as given; else the paper's 8 when foolbox's own search runs (its
+    C&W and EAD stop on the batch's summed loss, so the batch changes their figures); else the
+    fastest per image on this device, measured on the source model."""
+    from edgerobust.attacks.gradient import GradStop
+    from edgerobust.attacks.whitebox import fastest_batch
+
+    if cfg.batch_size is not None:
+        return {"size": cfg.batch_size, "chosen_by": "given"}
+    if cfg.stop == GradStop.exact.value or not any(s.gradient for s in specs):
+        return {"size": PAPER_BATCH, "chosen_by": "paper"}
+    t = rep.task("fastest attack batch", None)
+    size, timing = fastest_batch(src.model, src.spec.input_size, device)
+    rep.done(t)
+    rep.log(f"attack batch {size}: the fastest per image on {device}")
+    return {
+        "size": size,
+        "chosen_by": "fastest",
+        "seconds_per_image": {str(k): v for k, v in timing.items()},
+    }
+
+
+def _cost(per_target: list[dict[str, Any]]) -> str:
+    """What an attack spent, for its progress line: gradient evaluations and the rule."""
+    first = per_target[0] if per_target else {}
+    if "gradients" in first:
+        return f", {first['gradients']} gradient evaluations (stop {first['stop']})"
+    return ""
 
 
 def _source(cfg: AttackConfig, ck: Any, int8: bool, device: Any, load: Callable) -> Any:

@@ -80,6 +80,25 @@ class Crafted:
     eps: tuple[float, ...]
     adversarials: np.ndarray  # (n_eps, B, C, H, W) float32 in [0, 1]
     success: np.ndarray  # (n_eps, B): misclassified by the crafting model
+    gradients: np.ndarray | None = None  # (B,) gradient evaluations per image, when counted
+
+
+class CountingModel(nn.Module):
+    """``model`` that counts the images it evaluates: with an input gradient (a forward and a
+    backward pass, one "gradient evaluation" per image) or without (a check)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.gradients = 0
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradients += x.shape[0]
+        else:
+            self.forwards += x.shape[0]
+        return self.model(x)
 
 
 def craft(
@@ -91,22 +110,78 @@ def craft(
     *,
     device: torch.device,
     overrides: Mapping[str, Any] | None = None,
+    stop: str = "exact",
 ) -> Crafted:
-    """Run a foolbox gradient attack on one batch at every eps in ``eps`` (foolbox's own sweep;
+    """Run a gradient attack on one batch at every eps in ``eps`` (foolbox's own sweep;
     :class:`~edgerobust.attacks.gradient.FoolboxAttack` hands a fixed-eps attack one eps at a
-    time)."""
+    time).
+
+    ``stop="exact"`` runs foolbox's attack. ``stop="settled"`` runs the attack's per-image loop
+    from :mod:`edgerobust.attacks.settled` (C&W, EAD, DDN, DeepFool; foolbox for the others),
+    judged at each eps exactly as foolbox judges. Both count gradient evaluations per image
+    (foolbox's for the batch, spread evenly over its images)."""
     import foolbox
+
+    from edgerobust.attacks.gradient import SETTLED, GradStop
 
     if is_quantized(model):
         # Never a fake number: int8 kernels have no backward, so the attack would silently fail.
         raise ValueError("gradient attacks need a differentiable model; int8 gets transfer")
-    attack = build_attack(spec, overrides)
-    fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=device)
+    GradStop(stop)
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
     yt = torch.from_numpy(np.asarray(y, np.int64)).to(device)
-    _, clipped, success = attack(fmodel, xt, yt, epsilons=list(eps))
+    eps = [float(e) for e in eps]
+    name = getattr(spec, "foolbox", None)
+    if stop == GradStop.settled.value and name in SETTLED:
+        from edgerobust.attacks.settled import SEARCHES, judge
+
+        settings = spec.with_params(overrides or {})
+        found = SEARCHES[name](model, xt, yt, eps, stop=stop, **settings)
+        clipped, success = judge(model, xt, yt, found.best, eps, spec.norm)
+        return Crafted(
+            tuple(eps),
+            clipped.detach().float().cpu().numpy(),
+            success.detach().cpu().numpy().astype(bool),
+            found.counts.per_image.copy(),
+        )
+    attack = build_attack(spec, overrides)
+    counting = CountingModel(model)
+    counting.training = model.training  # foolbox warns about a model in training mode
+    fmodel = foolbox.PyTorchModel(counting, bounds=(0, 1), device=device)
+    _, clipped, success = attack(fmodel, xt, yt, epsilons=eps)
     adv = np.stack([c.detach().float().cpu().numpy() for c in clipped])
-    return Crafted(tuple(float(e) for e in eps), adv, success.detach().cpu().numpy().astype(bool))
+    per_image = np.full(len(x), counting.gradients // len(x), np.int64)
+    per_image[: counting.gradients % len(x)] += 1
+    return Crafted(tuple(eps), adv, success.detach().cpu().numpy().astype(bool), per_image)
+
+
+def fastest_batch(
+    model: nn.Module,
+    input_size: int,
+    device: torch.device,
+    sizes: Sequence[int] = (8, 16, 32, 64, 128),
+) -> tuple[int, dict[int, float]]:
+    """The batch size with the fewest seconds per image for one forward and backward pass of
+    ``model`` on ``device`` (what a gradient attack's step costs), and the timings. Sizes are
+    tried in order after a warm-up pass each; the probe stops at the first that is slower per
+    image than the best so far."""
+    import time
+
+    timing: dict[int, float] = {}
+    for size in sizes:
+        x = torch.rand(size, 3, input_size, input_size, device=device, requires_grad=True)
+        for _ in range(2):  # the first pass warms up (allocations, kernel choice)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            (grad,) = torch.autograd.grad(model(x).sum(), x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+        timing[size] = seconds / size
+        if timing[size] > min(timing.values()):
+            break
+    return min(timing, key=timing.__getitem__), timing
 
 
 def input_gradient_norms(
@@ -122,10 +197,12 @@ def input_gradient_norms(
 
 
 __all__ = [
+    "CountingModel",
     "Crafted",
     "NumpyModel",
     "build_attack",
     "craft",
+    "fastest_batch",
     "input_gradient_norms",
     "is_quantized",
     "perturbation_norms",

@@ -1,0 +1,242 @@
+"""``edgerobust bench-attacks``: the settled gradient attacks against foolbox's full search.
+
+Both runs attack the same fp32 checkpoint on the same validation images, in the same batches,
+with the same seed. ``exact`` is foolbox's attack itself; it runs once and is judged at eps 0 and
+every budget of both strengths (its search does not depend on the budgets). ``settled`` runs once
+per strength, with eps 0 and that strength's budgets, as ``edgerobust attack --strength light``
+or ``heavy`` would. The record gives robust accuracy at each eps, the images broken, the gradient
+evaluations and the seconds of each run, and the ratios.
+
+The goal (issue 19): the same robust accuracy at every eps within one image, with at most one
+third of foolbox's gradient evaluations for C&W and EAD at the light and heavy budgets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgerobust import __version__
+from edgerobust.attacks import get, list_attacks
+from edgerobust.attacks.base import BATCH_SEED_STRIDE, RunContext, Strength
+from edgerobust.attacks.gradient import SETTLED, FoolboxAttack, GradStop
+from edgerobust.errors import ConfigError, DataError
+from edgerobust.progress import NullReporter, Reporter
+
+RECORD_VERSION = 1
+GOAL_RATIO = 1 / 3  # at most one third of foolbox's gradient evaluations
+GOAL_IMAGES = 1  # robust accuracy within one image at every eps
+
+
+@dataclass(frozen=True)
+class AttackBenchConfig:
+    checkpoint: str
+    data: str | None = None  # None: the dataset recorded in the checkpoint
+    domain: str | None = None  # None: the model's source domain (its validation split)
+    attacks: tuple[str, ...] = ("cw", "ead")
+    limit: int | None = 48
+    seed: int = 0
+    batch_size: int = 8
+    strengths: tuple[str, ...] = (Strength.light.value, Strength.heavy.value)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"
+    out: str | None = None
+
+    def validate(self) -> None:
+        if not self.attacks:
+            raise ConfigError("--attacks is empty: name cw, ead, ddn or deepfool")
+        for a in self.attacks:
+            spec = get(a)
+            if not isinstance(spec, FoolboxAttack) or spec.foolbox not in SETTLED:
+                names = [n for n in list_attacks() if getattr(get(n), "settles", False)]
+                raise ConfigError(
+                    f"--attacks: {a} has no settled search; choose from {', '.join(names)}"
+                )
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        for s in self.strengths:
+            if s not in (Strength.light.value, Strength.heavy.value):
+                raise ConfigError(f"--strengths: {s!r} is not light or heavy")
+        for name, overrides in self.params.items():
+            get(name).with_params(overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["attacks"] = list(self.attacks)
+        d["strengths"] = list(self.strengths)
+        return d
+
+
+def _images(cfg: AttackBenchConfig, ck: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The images ``edgerobust attack`` would take: the validation split, a seeded sample."""
+    from edgerobust.data import decode_domain, open_dataset
+    from edgerobust.evaluate import check_classes
+    from edgerobust.runtimes.preprocess import to_input
+
+    origin = ck.spec.origin
+    root = cfg.data or origin.get("dataset")
+    if not root:
+        raise DataError(f"{ck.path} records no dataset: pass --data DIR")
+    ds = open_dataset(root)
+    check_classes(list(ck.spec.class_names), ds.classes, ds.root)
+    domain = cfg.domain or origin.get("source_domain")
+    if not domain:
+        raise ConfigError(f"{ck.path} records no source domain: pass --domain")
+    dom = ds.domain(domain)
+    split = ds.split(domain, origin.get("split_seed", 1), origin.get("val_fraction", 0.1))
+    images = decode_domain(dom, ck.spec.input_size)
+    idx = [i for i in split.val if images.ok[i]]
+    if not idx:
+        raise DataError(f"the validation split of {domain!r} has no readable image")
+    if cfg.limit is not None and cfg.limit < len(idx):
+        rng = np.random.default_rng(cfg.seed)
+        idx = sorted(rng.choice(idx, size=cfg.limit, replace=False).tolist())
+    x = to_input(np.asarray(images.pixels[idx]))
+    y = np.asarray(images.labels[idx], dtype=np.int64)
+    info = {"root": str(ds.root), "domain": domain, "split": "val", "n": len(idx)}
+    info["files"] = [dom.files[i] for i in idx]
+    return x, y, info
+
+
+def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run foolbox's full search and the settled one for each attack; return the record."""
+    from edgerobust.attacks.whitebox import craft, resolve_device
+    from edgerobust.models.checkpoint import load_checkpoint
+    from edgerobust.runtimes.manifest import atomic_write_json
+
+    cfg.validate()
+    rep = reporter or NullReporter()
+    device = resolve_device(cfg.device)
+    ck = load_checkpoint(cfg.checkpoint, device=str(device))
+    if ck.spec.quant:
+        raise ConfigError(f"{ck.path} is int8: gradient attacks need an fp32 checkpoint")
+    x, y, data = _images(cfg, ck)
+    n = len(y)
+    ctx = RunContext(seed=cfg.seed, batch_size=cfg.batch_size, sample_ids=tuple(range(n)))
+
+    def run(spec: FoolboxAttack, eps: tuple[float, ...], stop: str) -> dict[str, Any]:
+        settings = spec.with_params(cfg.params.get(spec.name, {}))
+        success = np.zeros((len(eps), n), bool)
+        grads = np.zeros(n, np.int64)
+        task = rep.task(f"{spec.name} ({stop}, eps {', '.join(f'{e:g}' for e in eps[1:])})", n)
+        t0 = time.perf_counter()
+        for bi, s in enumerate(range(0, n, cfg.batch_size)):
+            b = slice(s, min(s + cfg.batch_size, n))
+            spec.begin_batch(ctx.seed * BATCH_SEED_STRIDE + bi)
+            c = craft(ck.model, spec, x[b], y[b], eps, device=device, overrides=settings, stop=stop)
+            success[:, b] = c.success
+            grads[b] = c.gradients
+            rep.advance(task, b.stop - b.start)
+        seconds = time.perf_counter() - t0
+        rep.done(task)
+        rep.log(f"{spec.name} ({stop}): {int(grads.sum())} gradient evaluations, {seconds:.1f} s")
+        return {"eps": eps, "success": success, "gradients": int(grads.sum()), "seconds": seconds}
+
+    attacks = {}
+    for name in cfg.attacks:
+        spec = get(name)
+        every = tuple(sorted({0.0, *(e for s in cfg.strengths for e in spec.eps(s))}))
+        full = run(spec, every, GradStop.exact.value)
+        rows = {}
+        for s in cfg.strengths:
+            eps = tuple(sorted({0.0, *spec.eps(s)}))
+            settled = run(spec, eps, GradStop.settled.value)
+            k = [every.index(e) for e in eps]
+            ref = full["success"][k]
+            diff = settled["success"].sum(1) - ref.sum(1)
+            ratio = settled["gradients"] / max(1, full["gradients"])
+            rows[s] = {
+                "eps": list(eps),
+                "robust_accuracy_exact": [float(v) for v in 1 - ref.mean(1)],
+                "robust_accuracy_settled": [float(v) for v in 1 - settled["success"].mean(1)],
+                "broken_minus_exact": [int(d) for d in diff],
+                "images_differing": [int(v) for v in (settled["success"] != ref).sum(1)],
+                "gradients_settled": settled["gradients"],
+                "seconds_settled": settled["seconds"],
+                "gradient_ratio": ratio,
+                "verdict": {
+                    "same_within_one_image": bool(np.abs(diff).max() <= GOAL_IMAGES),
+                    "at_most_one_third": bool(ratio <= GOAL_RATIO),
+                },
+            }
+        attacks[name] = {
+            "title": spec.title,
+            "norm": spec.norm,
+            "settings": spec.with_params(cfg.params.get(name, {})),
+            "gradients_exact": full["gradients"],
+            "seconds_exact": full["seconds"],
+            "strengths": rows,
+        }
+    import foolbox
+    import torch
+
+    record = {
+        "record": "bench-attacks",
+        "record_version": RECORD_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "edgerobust": __version__,
+        "model": {"path": str(ck.path), "sha256": ck.sha256, "arch": ck.spec.arch},
+        "input_size": ck.spec.input_size,
+        "device": {
+            "device": str(device),
+            "torch": torch.__version__,
+            "foolbox": foolbox.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "data": data,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "clean_accuracy": None,
+        "attacks": attacks,
+        "goal": {"max_gradient_ratio": GOAL_RATIO, "max_broken_difference": GOAL_IMAGES},
+        "config": cfg.to_dict(),
+    }
+    first = next(iter(attacks.values()), None)
+    if first is not None:
+        # eps 0 is the clean answer, the same in every run
+        record["clean_accuracy"] = next(iter(first["strengths"].values()))["robust_accuracy_exact"][
+            0
+        ]
+    if cfg.out:
+        atomic_write_json(cfg.out, record)
+    return record
+
+
+def bench_lines(record: dict[str, Any]) -> list[str]:
+    """The benchmark as printable lines (the CLI prints them)."""
+    d = record["data"]
+    clean = record["clean_accuracy"]
+    lines = [
+        f"{record['model']['arch']} {record['input_size']} px on {d['domain']} "
+        f"({d['split']}, n={d['n']}), batch {record['batch_size']}, seed {record['seed']}"
+        + (f", clean accuracy {100 * clean:.1f} %" if clean is not None else "")
+    ]
+    for a in record["attacks"].values():
+        lines.append(
+            f"{a['title']}: exact (foolbox) {a['gradients_exact']} gradient evaluations, "
+            f"{a['seconds_exact']:.1f} s"
+        )
+        for s, r in a["strengths"].items():
+            eps = r["eps"][1:]
+            ex = "  ".join(f"{100 * v:5.1f}" for v in r["robust_accuracy_exact"][1:])
+            se = "  ".join(f"{100 * v:5.1f}" for v in r["robust_accuracy_settled"][1:])
+            v = r["verdict"]
+            ok = v["same_within_one_image"] and v["at_most_one_third"]
+            lines.append(
+                f"  {s:5s} eps {', '.join(f'{e:g}' for e in eps)}: robust % exact {ex} / "
+                f"settled {se}; broken vs exact {r['broken_minus_exact'][1:]}; "
+                f"{r['gradients_settled']} gradients = {r['gradient_ratio']:.3f} of foolbox's, "
+                f"{r['seconds_settled']:.1f} s: {'meets' if ok else 'misses'} the goal"
+            )
+    return lines
+
+
+__all__ = ["AttackBenchConfig", "bench_attacks", "bench_lines"]

@@ -1,0 +1,647 @@
+"""foolbox 3.3.4's minimisation attacks (C&W L2, EAD L1, DDN L2, DeepFool) as per-image searches
+that stop as soon as every requested epsilon's answer is settled.
+
+Why
+---
+foolbox runs a minimisation attack to its full budget and only then judges the best adversarial
+at each epsilon (``MinimizationAttack.__call__``: shrink the perturbation to eps, query the
+model). C&W and EAD spend ``binary_search_steps x steps`` gradient evaluations on every batch,
+whatever the budgets. Robust accuracy at given epsilons only needs, per image, to know whether an
+adversarial exists within each epsilon. So each image here searches on its own and leaves the
+batch once its answer at every requested epsilon is decided.
+
+The loops
+---------
+Each function below is foolbox's algorithm, step for step (same losses, optimiser, constant
+search and decision rules, in the same float32 arithmetic), with one change: every decision that
+foolbox takes for the whole batch is taken per image. That is C&W's and EAD's ``abort_early``
+test, which foolbox applies to the batch's summed loss. So with ``stop="none"`` each image's
+search is foolbox's search on that image alone (``batch_size=1``), whatever the batch, and with
+batch size 1 the loops equal foolbox (tests/attacks/test_settled.py checks it). DeepFool has no
+batch-wide decision, so it equals foolbox at any batch size. The judgement at the end is
+foolbox's: the best adversarial is shrunk to each eps (``clip_perturbation``) and the model is
+queried.
+
+The settled rule
+----------------
+Let ``b`` be an image's best adversarial norm so far, and ``E`` the positive epsilons asked for
+(eps 0 needs no search: it is the clean answer).
+
+1. **Broken at eps** once ``b <= eps``. The search only ever replaces its best adversarial with a
+   smaller one, so this answer is final (C&W, DDN: exact; EAD keeps the best by its elastic-net
+   value, so a later best could in principle have a larger L1 norm; DeepFool stops an image when
+   it is adversarial, exactly as foolbox freezes it).
+2. **Robust at eps** once the search can no longer be expected to bring ``b`` down to ``eps``:
+
+   * C&W, by weak duality on its own objective. At constant ``c`` C&W minimises
+     ``F_c(d) = ||d||^2 + c * max(0, margin(d))``. Every adversarial ``d'`` has
+     ``F_c(d') = ||d'||^2``, so ``min F_c <= ||d'||^2`` for every ``c``: an adversarial within
+     ``eps`` would let the search at ``c`` reach a loss of at most ``eps^2``. Once a finished
+     binary-search step's smallest loss is above ``(margin * eps)^2``, the image is settled
+     robust at ``eps``. This holds exactly if the optimiser finds the minimum at ``c``; it is a
+     local optimiser, so a later step could still find a smaller adversarial.
+   * EAD, by the bracket: the constant search has found an adversarial (an upper bound on the
+     constant) and the best L1 norm is above ``margin * eps``, with ``margin`` = ``EAD_MARGIN``.
+     Later steps search smaller constants and rarely shrink the best by that factor. This is a
+     heuristic; ``edgerobust bench-attacks`` measures how often it changes an answer.
+   * DDN's perturbation norm is its radius, which shrinks by at most ``1 - gamma`` a step: once
+     ``radius * (1 - gamma) ** steps_left > eps``, no later candidate is within eps (clipping to
+     the pixel bounds can shorten a candidate, so this is not strict).
+   * DeepFool: no robust rule; an image runs until it is adversarial or out of steps, as in
+     foolbox.
+
+One saving is exact: when EAD's first step at a constant leaves every pixel in place (the
+shrinkage swallows it), the following steps repeat it at the same point, so foolbox's abort
+check at step ``steps / 10`` is certain to end that constant with nothing new. The settled search
+skips to that end (one gradient instead of eleven, the same outcome).
+
+With ``stop="none"`` no image stops early, and every image spends foolbox's budget for it
+(``batch_size=1``). ``stop="exact"`` is not handled here: it runs foolbox's own attack
+(:mod:`edgerobust.attacks.whitebox`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+#: C&W: a finished constant's smallest loss must exceed ``(CW_MARGIN * eps) ** 2``.
+CW_MARGIN = 1.0
+#: EAD: once bracketed, the best L1 norm must exceed ``EAD_MARGIN * eps``.
+EAD_MARGIN = 2.0
+#: DDN: the radius it can still shrink to must exceed ``DDN_MARGIN * eps``.
+DDN_MARGIN = 1.0
+
+
+@dataclass
+class Counts:
+    """Model evaluations a search spent, counted per image."""
+
+    gradients: int = 0  # forward + backward passes
+    forwards: int = 0  # forward passes without a gradient (checks)
+    per_image: np.ndarray | None = None  # (B,) gradient evaluations of each image
+
+
+@dataclass
+class Search:
+    """What a search returns: its best adversarials and what they cost."""
+
+    best: torch.Tensor  # (B, C, H, W) the best adversarial (foolbox's ``run`` output)
+    norms: np.ndarray  # (B,) its norm (inf where none was found)
+    counts: Counts = field(default_factory=Counts)
+    stopped_early: np.ndarray | None = None  # (B,) bool: settled before foolbox's budget
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _kd(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    return t.reshape(t.shape + (1,) * (ndim - t.ndim))
+
+
+def _best_other(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    onehot = torch.nn.functional.one_hot(labels, logits.shape[-1]).bool()
+    return logits.masked_fill(onehot, -math.inf).argmax(-1)
+
+
+def _is_adv(logits: torch.Tensor, labels: torch.Tensor, confidence: float) -> torch.Tensor:
+    if confidence != 0:
+        onehot = torch.nn.functional.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+        logits = logits + onehot * confidence
+    return logits.argmax(-1) != labels
+
+
+class _Open:
+    """Per image: which positive epsilons are still undecided (the settled rule's state)."""
+
+    def __init__(self, n: int, eps: Sequence[float], settle: bool) -> None:
+        self.eps = np.array(sorted({float(e) for e in eps if e > 0}), np.float64)
+        self.settle = settle and self.eps.size > 0
+        self.open = np.ones((n, self.eps.size), bool)
+
+    def broken(self, rows: np.ndarray, norms: np.ndarray) -> None:
+        if self.settle:
+            self.open[rows] &= ~(norms[:, None] <= self.eps[None, :])
+
+    def robust(self, rows: np.ndarray, above: np.ndarray) -> None:
+        """``above[i, k]``: image ``rows[i]`` can no longer get within ``eps[k]``."""
+        if self.settle:
+            self.open[rows] &= ~above
+
+    def settled(self, rows: np.ndarray) -> np.ndarray:
+        if not self.settle:
+            return np.zeros(len(rows), bool)
+        return ~self.open[rows].any(axis=1)
+
+
+# --------------------------------------------------------------------------- C&W L2
+
+
+def _to_attack_space(x: torch.Tensor) -> torch.Tensor:
+    return ((x - 0.5) / 0.5 * 0.999999).arctanh()  # bounds (0, 1), as foolbox maps them
+
+
+def _to_model_space(w: torch.Tensor) -> torch.Tensor:
+    return w.tanh() * 0.5 + 0.5
+
+
+def cw_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    *,
+    binary_search_steps: int = 9,
+    steps: int = 10000,
+    stepsize: float = 1e-2,
+    confidence: float = 0.0,
+    initial_const: float = 1e-3,
+    abort_early: bool = True,
+    stop: str = "settled",
+    margin: float = CW_MARGIN,
+) -> Search:
+    """foolbox's ``L2CarliniWagnerAttack.run`` per image, stopping by the settled rule."""
+    n = x.shape[0]
+    nd = x.ndim
+    x_att = _to_attack_space(x)
+    recon = _to_model_space(x_att)
+    consts = initial_const * np.ones(n)
+    lower = np.zeros(n)
+    upper = np.full(n, np.inf)
+    best = torch.zeros_like(x)
+    best_norms = torch.full((n,), math.inf, device=x.device)
+    rule = _Open(n, eps, stop == "settled")
+    every = int(np.ceil(steps / 10))
+    counts = Counts(per_image=np.zeros(n, np.int64))
+
+    bstep = np.zeros(n, np.int64)
+    rows = np.arange(n)
+    done = np.zeros(n, bool)
+    early = np.zeros(n, bool)
+
+    def start(r: np.ndarray) -> None:
+        """A fresh binary-search step for images ``r``: foolbox's reset of delta and Adam."""
+        last = (bstep[r] == binary_search_steps - 1) & (binary_search_steps >= 10)
+        consts[r] = np.where(last, np.minimum(upper[r], 1e10), consts[r])
+        delta[r] = 0
+        m[r] = 0
+        v[r] = 0
+        t[r] = 0
+        step[r] = 0
+        found[r] = False
+        prev[r] = np.inf
+        lowest[r] = np.inf
+
+    delta = torch.zeros_like(x_att)
+    m = torch.zeros_like(x_att)
+    v = torch.zeros_like(x_att)
+    t = np.zeros(n, np.int64)
+    step = np.zeros(n, np.int64)
+    found = np.zeros(n, bool)
+    prev = np.full(n, np.inf)
+    lowest = np.full(n, np.inf)  # smallest loss of this binary-search step
+    start(rows)
+    while not done.all():
+        a = rows[~done]
+        ai = torch.from_numpy(a).to(x.device)
+        d = delta[ai].requires_grad_(True)
+        ya = y[ai]
+        c = torch.from_numpy(consts[a].astype(np.float32)).to(x.device)
+        with torch.enable_grad():
+            xm = _to_model_space(x_att[ai] + d)
+            logits = model(xm)
+            other = _best_other(logits, ya)
+            idx = torch.arange(len(a), device=x.device)
+            adv_loss = (logits[idx, ya] - logits[idx, other] + confidence).clamp(min=0) * c
+            sq = _flat(xm - recon[ai]).square().sum(-1)
+            loss_rows = adv_loss + sq
+            (grad,) = torch.autograd.grad(adv_loss.sum() + sq.sum(), d)
+        counts.gradients += len(a)
+        counts.per_image[a] += 1
+        xm = xm.detach()
+        logits = logits.detach()
+        loss_rows = loss_rows.detach()
+        lowest[a] = np.minimum(lowest[a], loss_rows.double().cpu().numpy())
+
+        # Adam, as foolbox's AdamOptimizer (its t and bias corrections per image)
+        t[a] += 1
+        b1 = torch.from_numpy((1 - 0.9 ** t[a]).astype(np.float64)).float().to(x.device)
+        b2 = torch.from_numpy((1 - 0.999 ** t[a]).astype(np.float64)).float().to(x.device)
+        m[ai] = 0.9 * m[ai] + (1 - 0.9) * grad
+        v[ai] = 0.999 * v[ai] + (1 - 0.999) * grad**2
+        mh = m[ai] / _kd(b1, nd)
+        vh = v[ai] / _kd(b2, nd)
+        delta[ai] = d.detach() - stepsize * mh / (vh.sqrt() + 1e-8)
+
+        # abort_early, per image: at every tenth of the steps, stop if the loss did not drop
+        brk = np.zeros(len(a), bool)
+        if abort_early:
+            check = step[a] % every == 0
+            thr = torch.from_numpy(0.9999 * prev[a]).float().to(x.device)
+            no_progress = ~(loss_rows <= thr).cpu().numpy()
+            brk = check & no_progress
+            keep = check & ~no_progress
+            prev[a[keep]] = loss_rows[torch.from_numpy(keep).to(x.device)].double().cpu().numpy()
+        go = ~brk
+        g = a[go]
+        if g.size:
+            gi = torch.from_numpy(go).to(x.device)
+            adv = _is_adv(logits[gi], ya[gi], confidence)
+            found[g] |= adv.cpu().numpy()
+            norms = _flat(xm[gi] - x[ai[gi]]).norm(dim=-1)
+            new = (norms < best_norms[ai[gi]]) & adv
+            gsel = ai[gi]
+            best[gsel] = torch.where(_kd(new, nd), xm[gi], best[gsel])
+            best_norms[gsel] = torch.where(new, norms, best_norms[gsel])
+            rule.broken(g, best_norms[gsel].double().cpu().numpy())
+        step[g] += 1
+
+        # images whose binary-search step ended: foolbox's constant update
+        ended = a[brk | (step[a] >= steps)]
+        if ended.size:
+            upper[ended] = np.where(found[ended], consts[ended], upper[ended])
+            lower[ended] = np.where(found[ended], lower[ended], consts[ended])
+            consts[ended] = np.where(
+                np.isinf(upper[ended]),
+                consts[ended] * 10,
+                (lower[ended] + upper[ended]) / 2,
+            )
+            # weak duality: an adversarial within eps would have let this step reach eps^2
+            rule.robust(ended, lowest[ended][:, None] > (margin * rule.eps[None, :]) ** 2)
+            bstep[ended] += 1
+            finished = ended[bstep[ended] >= binary_search_steps]
+            done[finished] = True
+            start(ended[bstep[ended] < binary_search_steps])
+        stop_now = a[~done[a] & rule.settled(a)]
+        early[stop_now] = True
+        done[stop_now] = True
+    return Search(best, best_norms.cpu().numpy().astype(np.float64), counts, early)
+
+
+# --------------------------------------------------------------------------- EAD L1
+
+
+def _shrink(z: torch.Tensor, x0: torch.Tensor, beta: float) -> torch.Tensor:
+    """foolbox's projected shrinkage-thresholding onto [0, 1]."""
+    upper = z - x0 > beta
+    lower = z - x0 < -beta
+    out = torch.where(upper, torch.clamp(z - beta, max=1.0), x0)
+    return torch.where(lower, torch.clamp(z + beta, min=0.0), out)
+
+
+def ead_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    *,
+    binary_search_steps: int = 9,
+    steps: int = 10000,
+    initial_stepsize: float = 1e-2,
+    confidence: float = 0.0,
+    initial_const: float = 1e-3,
+    regularization: float = 1e-2,
+    decision_rule: str = "EN",
+    abort_early: bool = True,
+    stop: str = "settled",
+    margin: float = EAD_MARGIN,
+) -> Search:
+    """foolbox's ``EADAttack.run`` per image, stopping by the settled rule."""
+    n = x.shape[0]
+    nd = x.ndim
+    beta = regularization
+    dev = x.device
+    consts = initial_const * torch.ones(n, device=dev)
+    lower = torch.zeros(n, device=dev)
+    upper = math.inf * torch.ones(n, device=dev)
+    best = torch.zeros_like(x)
+    best_vals = torch.full((n,), math.inf, device=dev)  # by the decision rule
+    best_l1 = np.full(n, np.inf)
+    rule = _Open(n, eps, stop == "settled")
+    every = math.ceil(steps / 10)
+    counts = Counts(per_image=np.zeros(n, np.int64))
+    bstep = np.zeros(n, np.int64)
+    rows = np.arange(n)
+    done = np.zeros(n, bool)
+    early = np.zeros(n, bool)
+    bracketed = np.zeros(n, bool)
+
+    xk = x.clone()
+    yk = x.clone()
+    it = np.zeros(n, np.int64)
+    found = np.zeros(n, bool)
+    prev = np.full(n, np.inf)
+
+    def start(r: np.ndarray) -> None:
+        ri = torch.from_numpy(r).to(dev)
+        last = (bstep[r] == binary_search_steps - 1) & (binary_search_steps >= 10)
+        if last.any():
+            li = ri[torch.from_numpy(last).to(dev)]
+            consts[li] = torch.clamp(upper[li], max=1e10)
+        xk[ri] = x[ri]
+        yk[ri] = x[ri]
+        it[r] = 0
+        found[r] = False
+        prev[r] = np.inf
+
+    start(rows)
+    while not done.all():
+        a = rows[~done]
+        ai = torch.from_numpy(a).to(dev)
+        ya = y[ai]
+        yv = yk[ai].requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(yv)
+            other = _best_other(logits, ya)
+            idx = torch.arange(len(a), device=dev)
+            adv_loss = (logits[idx, ya] - logits[idx, other] + confidence).clamp(min=0)
+            adv_loss = adv_loss * consts[ai]
+            sq = _flat(yv - x[ai]).square().sum(-1)
+            loss_rows = adv_loss + sq
+            (grad,) = torch.autograd.grad(adv_loss.sum() + sq.sum(), yv)
+        counts.gradients += len(a)
+        counts.per_image[a] += 1
+        loss_rows = loss_rows.detach()
+
+        size = torch.from_numpy(initial_stepsize * (1.0 - it[a] / steps) ** 0.5).float().to(dev)
+        mom = torch.from_numpy(it[a] / (it[a] + 3.0)).float().to(dev)
+        old = xk[ai]
+        new_xk = _shrink(yv.detach() - _kd(size, nd) * grad, x[ai], beta)
+        xk[ai] = new_xk
+        yk[ai] = new_xk + _kd(mom, nd) * (new_xk - old)
+
+        brk = np.zeros(len(a), bool)
+        if abort_early:
+            check = it[a] % every == 0
+            lr = loss_rows.double().cpu().numpy()
+            no_progress = ~(lr <= 0.9999 * prev[a])
+            brk = check & no_progress
+            keep = check & ~no_progress
+            prev[a[keep]] = lr[keep]
+        go = ~brk
+        g = a[go]
+        if g.size:
+            gi = torch.from_numpy(go).to(dev)
+            gsel = ai[gi]
+            with torch.no_grad():
+                adv = _is_adv(model(xk[gsel]), y[gsel], confidence)
+            counts.forwards += len(g)
+            diff = _flat(xk[gsel] - x[gsel])
+            l1 = diff.abs().sum(-1)
+            vals = beta * l1 + diff.square().sum(-1) if decision_rule == "EN" else l1
+            newb = (vals < best_vals[gsel]) & adv
+            best[gsel] = torch.where(_kd(newb, nd), xk[gsel], best[gsel])
+            best_vals[gsel] = torch.where(newb, vals, best_vals[gsel])
+            nb = newb.cpu().numpy()
+            best_l1[g[nb]] = l1[newb].double().cpu().numpy()
+            found[g] |= adv.cpu().numpy()
+            rule.broken(g, best_l1[g])
+        it[g] += 1
+        if stop == "settled" and abort_early and every < steps:
+            # A first step that leaves every pixel where it was (the shrinkage swallowed it)
+            # leaves the next ones there too: the same point, the same gradient, a smaller
+            # step. The loss cannot drop, so foolbox's check at step ``every`` ends this
+            # constant with nothing new found. Skip to that end: the same outcome, exactly.
+            first = (it[a] == 1) & ~brk & (lr > 0)
+            if first.any():
+                fi = ai[torch.from_numpy(first).to(dev)]
+                still = (_flat(xk[fi] - x[fi]) == 0).all(-1).cpu().numpy()
+                brk = brk.copy()
+                brk[np.flatnonzero(first)[still]] = True
+
+        ended = a[brk | (it[a] >= steps)]
+        if ended.size:
+            ei = torch.from_numpy(ended).to(dev)
+            f = torch.from_numpy(found[ended]).to(dev)
+            upper[ei] = torch.where(f, consts[ei], upper[ei])
+            lower[ei] = torch.where(f, lower[ei], consts[ei])
+            consts[ei] = torch.where(
+                torch.isinf(upper[ei]), consts[ei] * 10, (lower[ei] + upper[ei]) / 2
+            )
+            bracketed[ended] |= found[ended]
+            # the bracket: an upper constant is known and the best is far above eps
+            above = bracketed[ended][:, None] & (
+                best_l1[ended][:, None] > margin * rule.eps[None, :]
+            )
+            rule.robust(ended, above)
+            bstep[ended] += 1
+            done[ended[bstep[ended] >= binary_search_steps]] = True
+            start(ended[bstep[ended] < binary_search_steps])
+        stop_now = a[~done[a] & rule.settled(a)]
+        early[stop_now] = True
+        done[stop_now] = True
+    return Search(best, best_l1, counts, early)
+
+
+# --------------------------------------------------------------------------- DDN L2
+
+
+def ddn_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    *,
+    steps: int = 100,
+    init_epsilon: float = 1.0,
+    gamma: float = 0.05,
+    stop: str = "settled",
+    margin: float = DDN_MARGIN,
+) -> Search:
+    """foolbox's ``DDNAttack.run`` per image (it has no batch-wide decision), stopping by the
+    settled rule."""
+    n = x.shape[0]
+    nd = x.ndim
+    dev = x.device
+    delta = torch.zeros_like(x)
+    radius = init_epsilon * torch.ones(n, device=dev)
+    worst = _flat(torch.maximum(x - 0.0, 1.0 - x)).norm(dim=-1)
+    best_l2 = worst.clone()
+    best_delta = delta.clone()
+    found_any = np.zeros(n, bool)
+    rule = _Open(n, eps, stop == "settled")
+    counts = Counts(per_image=np.zeros(n, np.int64))
+    done = np.zeros(n, bool)
+    early = np.zeros(n, bool)
+    rows = np.arange(n)
+    for i in range(steps):
+        a = rows[~done]
+        if not a.size:
+            break
+        ai = torch.from_numpy(a).to(dev)
+        size = 0.01 + (1.0 - 0.01) * (1 + math.cos(math.pi * i / steps)) / 2
+        xa = (x[ai] + delta[ai]).requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xa)
+            loss = torch.nn.functional.cross_entropy(logits, y[ai], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xa)
+        counts.gradients += len(a)
+        counts.per_image[a] += 1
+        zero = _kd(_flat(grad).norm(dim=-1) == 0, nd)  # foolbox: a zero gradient becomes noise
+        grad = torch.where(zero, torch.randn_like(grad), grad)
+        grad = grad / _kd(_flat(grad).norm(dim=-1).clamp(min=1e-12), nd)
+        adv = logits.detach().argmax(-1) != y[ai]
+        l2 = _flat(delta[ai]).norm(dim=-1)
+        both = adv & (l2 <= best_l2[ai])
+        found_any[a] |= adv.cpu().numpy()
+        best_l2[ai] = torch.where(both, l2, best_l2[ai])
+        best_delta[ai] = torch.where(_kd(both, nd), delta[ai], best_delta[ai])
+        step = delta[ai] + size * grad
+        radius[ai] = radius[ai] * torch.where(adv, 1.0 - gamma, 1.0 + gamma)
+        radius[ai] = torch.minimum(radius[ai], worst[ai])
+        step = step * _kd(radius[ai] / _flat(step).norm(dim=-1), nd)
+        delta[ai] = torch.clamp(x[ai] + step, 0, 1) - x[ai]
+        judged = np.where(found_any[a], best_l2[ai].double().cpu().numpy(), np.inf)
+        rule.broken(a, judged)
+        # the smallest radius any later candidate can have
+        floor = radius[ai].double().cpu().numpy() * (1 - gamma) ** (steps - i - 2)
+        rule.robust(a, floor[:, None] > margin * rule.eps[None, :])
+        settled = a[rule.settled(a)]
+        if i < steps - 1:
+            early[settled] = True
+        done[settled] = True
+    norms = np.where(found_any, best_l2.double().cpu().numpy(), np.inf)
+    return Search(x + best_delta, norms, counts, early)
+
+
+# --------------------------------------------------------------------------- DeepFool Linf
+
+
+def deepfool_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    *,
+    steps: int = 50,
+    candidates: int | None = 10,
+    overshoot: float = 0.02,
+    loss: str = "logits",
+    stop: str = "settled",
+) -> Search:
+    """foolbox's ``LinfDeepFoolAttack.run``: an image leaves the batch once it is adversarial
+    (foolbox keeps it in the batch, frozen), so the result equals foolbox's at any batch size
+    and ``stop`` changes only the cost. DeepFool's loss does not depend on ``eps``."""
+    if loss not in ("logits", "crossentropy"):
+        raise ValueError(f"expected loss to be 'logits' or 'crossentropy', got {loss!r}")
+    n = x.shape[0]
+    nd = x.ndim
+    dev = x.device
+    with torch.no_grad():
+        logits0 = model(x)
+    counts = Counts(forwards=n, per_image=np.zeros(n, np.int64))
+    k = logits0.shape[-1] if candidates is None else min(candidates, logits0.shape[-1])
+    classes = logits0.argsort(dim=-1).flip(-1)[:, :k]
+    x0 = x
+    xc = x.clone()
+    p_total = torch.zeros_like(x)
+    done = np.zeros(n, bool)
+    early = np.zeros(n, bool)
+    rows = np.arange(n)
+
+    def loss_grad(xs: torch.Tensor, cls: torch.Tensor, j: int):
+        xs = xs.clone().requires_grad_(True)
+        with torch.enable_grad():
+            lg = model(xs)
+            idx = torch.arange(len(xs), device=dev)
+            if loss == "logits":
+                per = lg[idx, cls[:, j]] - lg[idx, cls[:, 0]]
+            else:
+                ce = torch.nn.functional.cross_entropy
+                per = -ce(lg, cls[:, j], reduction="none") + ce(lg, cls[:, 0], reduction="none")
+            (g,) = torch.autograd.grad(per.sum(), xs)
+        return per.detach(), lg.detach(), g
+
+    for _ in range(steps):
+        a = rows[~done]
+        ai = torch.from_numpy(a).to(dev)
+        cls = classes[ai]
+        l1, lg, g1 = loss_grad(xc[ai], cls, 1)
+        counts.gradients += len(a)
+        counts.per_image[a] += 1
+        adv = (lg.argmax(-1) != y[ai]).cpu().numpy()
+        # adversarial images are frozen (foolbox) and need no more gradients (here)
+        done[a[adv]] = True
+        early[a[adv]] = True
+        keep = ~adv
+        if not keep.any():
+            break
+        a = a[keep]
+        ki = torch.from_numpy(keep).to(dev)
+        ai = ai[ki]
+        cls = cls[ki]
+        losses = [l1[ki]]
+        grads = [g1[ki]]
+        for j in range(2, k):
+            lj, _, gj = loss_grad(xc[ai], cls, j)
+            losses.append(lj)
+            grads.append(gj)
+        counts.gradients += len(a) * (k - 2)
+        counts.per_image[a] += k - 2
+        ls = torch.stack(losses, 1)
+        gs = torch.stack(grads, 1)
+        dist = ls.abs() / (gs.flatten(2).abs().sum(-1) + 1e-8)
+        pick = dist.argmin(1)
+        idx = torch.arange(len(a), device=dev)
+        dist = dist[idx, pick] + 1e-4
+        gbest = gs[idx, pick]
+        p_total[ai] = p_total[ai] + _kd(dist, nd) * gbest.sign()
+        xc[ai] = torch.clamp(x0[ai] + (1.0 + overshoot) * p_total[ai], 0, 1)
+    early[~done] = False
+    return Search(xc, _flat(xc - x0).abs().max(-1).values.double().cpu().numpy(), counts, early)
+
+
+SEARCHES = {
+    "L2CarliniWagnerAttack": cw_search,
+    "EADAttack": ead_search,
+    "DDNAttack": ddn_search,
+    "LinfDeepFoolAttack": deepfool_search,
+}
+
+
+def judge(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    best: torch.Tensor,
+    eps: Sequence[float],
+    norm: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """foolbox's ``MinimizationAttack.__call__`` after ``run``: shrink the best perturbation to
+    each eps and ask the model. Returns (clipped (E, B, ...), success (E, B))."""
+    p = best - x
+    clipped = []
+    success = []
+    for e in eps:
+        if norm == "linf":
+            xpc = x + torch.clamp(p, -e, e)
+        else:
+            order = 2 if norm == "l2" else 1
+            nrm = torch.linalg.vector_norm(_flat(p), ord=order, dim=-1).clamp(min=1e-12)
+            factor = torch.clamp(e / nrm, max=1)
+            xpc = x + _kd(factor, x.ndim) * p
+        with torch.no_grad():
+            success.append(model(xpc).argmax(-1) != y)
+        clipped.append(xpc)
+    return torch.stack(clipped), torch.stack(success)
+
+
+__all__ = [
+    "CW_MARGIN",
+    "DDN_MARGIN",
+    "EAD_MARGIN",
+    "SEARCHES",
+    "Counts",
+    "Search",
+    "cw_search",
+    "ddn_search",
+    "deepfool_search",
+    "ead_search",
+    "judge",
+]
