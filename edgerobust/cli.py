@@ -78,6 +78,12 @@ def _formats() -> list[str]:
     return list_exporters()
 
 
+def _int8_targets() -> list[str]:
+    from edgerobust.exporters.onnx import TARGET_CHOICES
+
+    return list(TARGET_CHOICES)
+
+
 _ARCH = typer.Option(
     help=f"Architecture: {', '.join(list_archs())}.",
     callback=_registered("architecture", list_archs),
@@ -259,6 +265,10 @@ def compress_quantize(
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder, if it moved since training.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Keep a model whose int8 agrees with fp32 below the export gate's bar."),
+    ] = False,
 ) -> None:
     """Post-training static int8 quantization (eager mode), calibrated on source images."""
     from edgerobust.console import RichReporter
@@ -275,6 +285,7 @@ def compress_quantize(
         batch_size,
         str(out) if out else None,
         str(data) if data else None,
+        force,
     )
     with RichReporter() as rep:
         rec = quantize_checkpoint(cfg, rep)
@@ -458,6 +469,27 @@ def export(
     optimize: Annotated[
         bool, typer.Option(help="optimize_for_mobile for .ptl where XNNPACK exists.")
     ] = True,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="ONNX int8: the CPU it is for: auto (this host), x86 (AVX2, no VNNI), x86-vnni, "
+            "arm64 (Pi 4), arm64-dotprod (Pi 5).",
+            callback=_registered("int8 target", _int8_targets),
+        ),
+    ] = "auto",
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="ONNX int8: time the candidate configurations on this host, keep the fastest "
+            "that passes the parity gate."
+        ),
+    ] = False,
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            help="int8 below the bar: keep the most sensitive layers in fp32 until it holds."
+        ),
+    ] = True,
 ) -> None:
     """Export a checkpoint to ONNX / TorchScript / PyTorch Mobile lite, with manifest and parity gate."""
     from edgerobust.console import RichReporter
@@ -481,6 +513,9 @@ def export(
         min_agreement=min_agreement,
         force=force,
         optimize=optimize,
+        target=target,
+        tune=tune,
+        fallback=fallback,
     )
     with RichReporter() as rep:
         res = run_export(req, rep)
@@ -492,6 +527,14 @@ def export(
     stdout.print(f"parity {verdict}: {res.parity.summary()} (vs {res.parity.reference})")
     for note in m.notes:
         stdout.print(f"note: {note}")
+    tuned = m.quantization.get("tune")
+    if tuned:
+        stdout.print(f"--tune ({tuned['timing']}, {tuned['host_threads']} thread(s)):")
+        for row in tuned["candidates"]:
+            figures = row.get("error") or f"agreement {row['top1_agreement']:.1%}"
+            if "p50_ms" in row:
+                figures += f"  p50 {row['p50_ms']:.2f} ms"
+            stdout.print(f"  {'*' if row.get('chosen') else ' '} {row['config']:<44} {figures}")
 
 
 # --------------------------------------------------------------------------- eval-device

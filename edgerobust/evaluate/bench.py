@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgerobust.data import decode_domain, open_dataset
+from edgerobust.errors import ConfigError
 from edgerobust.evaluate import EvalConfig, domain_indices, evaluate, measure_latency, percentiles
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.runtimes import open_artifact
@@ -43,25 +44,26 @@ class BenchConfig:
     batch_size: int = 16
 
 
-def _bare_callable(path: Path, fmt: str, threads: int, engine: str | None):
-    """The runtime called directly, the way a user's own script would."""
-    if fmt == "onnx":
-        import onnxruntime as ort
+def _bare_onnx(path: Path, threads: int, engine: str | None):
+    import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})[0]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # The session settings eval-device uses (runtimes/ort.py): no spin-waiting.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def _bare_torch(path: Path, threads: int, engine: str | None):
     import torch
 
     torch.set_num_threads(threads)
     if engine in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = engine
-    if fmt == "ptl":
+    if path.suffix == ".ptl":
         from torch.jit.mobile import _load_for_lite_interpreter
 
         module = _load_for_lite_interpreter(str(path))
@@ -73,6 +75,18 @@ def _bare_callable(path: Path, fmt: str, threads: int, engine: str | None):
             return module(torch.from_numpy(x)).numpy()
 
     return call
+
+
+# format -> (path, threads, engine) -> numpy callable: the runtime called directly, the way a
+# user's own script would. A new format adds its bare call here.
+BARE_CALLS = {"onnx": _bare_onnx, "torchscript": _bare_torch, "ptl": _bare_torch}
+
+
+def _bare_callable(path: Path, fmt: str, threads: int, engine: str | None):
+    """The runtime called directly, the way a user's own script would."""
+    if fmt not in BARE_CALLS:
+        raise ConfigError(f"bench has no bare call for {fmt} artifacts")
+    return BARE_CALLS[fmt](path, threads, engine)
 
 
 def run_bench(cfg: BenchConfig, reporter: Reporter | None = None) -> dict[str, Any]:
