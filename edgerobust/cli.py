@@ -864,28 +864,74 @@ def bench_saltpepper_cmd(
 
 @app.command()
 def bench(
-    artifact: Annotated[Path, typer.Argument(help="Artifact to benchmark.")],
-    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(
+            help="Artifact: eval-device vs bare runtime calls. Or a checkpoint (file or run "
+            "folder): its precisions side by side (torch eager, onnxruntime fp32/int8, lite)."
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset folder (artifacts: required; checkpoints: if it moved)."),
+    ] = None,
     domain: Annotated[
         str | None, typer.Option(help="Domain to run over (default: the first).")
     ] = None,
     runtime: Annotated[str | None, _RUNTIME] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    threads: Annotated[
+        str, typer.Option(help="Inference threads (checkpoints: a list, e.g. 1,2).")
+    ] = "1",
     runs: Annotated[int, typer.Option(help="Timed batch-1 calls per side.")] = 200,
     repeats: Annotated[
         int,
         typer.Option(help="Interleaved rounds (bare, tool, ...); the medians are compared."),
     ] = 5,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoints: the ONNX int8 target (as export --target).",
+            callback=_registered("int8 target", _int8_targets),
+        ),
+    ] = "auto",
     out: Annotated[Path | None, typer.Option(help="Write the JSON result here.")] = None,
 ) -> None:
-    """Measure the measuring path: eval-device vs bare runtime calls, side by side, one process."""
+    """Side-by-side timing in one process: the measuring path (an artifact), or a model's
+    precisions (a checkpoint)."""
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
-    from edgerobust.evaluate.bench import BenchConfig, run_bench
+    from edgerobust.runtimes.formats import format_of
 
-    cfg = BenchConfig(str(artifact), str(data), domain, runtime, threads, runs, repeats)
-    with RichReporter() as rep:
-        res = run_bench(cfg, rep)
+    try:
+        thread_list = tuple(int(t) for t in threads.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--threads must be integers separated by commas, got {threads!r}"
+        ) from None
+    if format_of(str(artifact)) is None:
+        from edgerobust.errors import require_torch
+
+        require_torch("bench CHECKPOINT")
+        from edgerobust.evaluate.bench import PrecisionBenchConfig, run_precision_bench
+
+        pcfg = PrecisionBenchConfig(
+            str(artifact),
+            str(data) if data else None,
+            thread_list,
+            runs,
+            repeats,
+            target,
+        )
+        with RichReporter() as rep:
+            res = run_precision_bench(pcfg, rep)
+    else:
+        from edgerobust.evaluate.bench import BenchConfig, run_bench
+
+        if data is None or len(thread_list) != 1:
+            raise ConfigError("bench ARTIFACT needs --data and one --threads value")
+        cfg = BenchConfig(str(artifact), str(data), domain, runtime, thread_list[0], runs, repeats)
+        with RichReporter() as rep:
+            res = run_bench(cfg, rep)
     for line in res["lines"]:
         stdout.print(line)
     _write_json(out, res)
