@@ -245,6 +245,65 @@ def quantize(
             nodes_to_exclude=list(exclude),
             calibration_cache_path=str(cache) if cache else None,
         )
+    if exclude:
+        keep_fp32(out, exclude)
+
+
+def keep_fp32(path: Path, names: Sequence[str]) -> None:
+    """Make the excluded nodes ``names`` really run in fp32 wherever onnxruntime runs the graph.
+
+    ``nodes_to_exclude`` leaves a node's weights in fp32, but when its input still comes from a
+    per-tensor DequantizeLinear (it does whenever another consumer of that tensor is quantized),
+    onnxruntime's ``WeightBiasQuantization`` graph transformer quantizes the fp32 weights itself,
+    per-tensor and symmetric, when the session loads, and fuses the node into an integer kernel:
+    the layer would run in int8 after all, off the graph's own (QDQ reference) arithmetic. That
+    transformer only acts on a per-tensor input scale, so the node gets its own DequantizeLinear
+    with the same scale and zero point repeated per channel (axis 1): the same values, and the
+    node stays an fp32 Conv / Gemm on dequantized input.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    wanted = set(names)
+    for node in list(graph.node):
+        if node.name not in wanted or node.op_type not in ("Conv", "Gemm"):
+            continue
+        dq = producer.get(node.input[0])
+        weight = inits.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or weight is None or len(dq.input) < 3:
+            continue
+        scale, zero = inits.get(dq.input[1]), inits.get(dq.input[2])
+        if scale is None or zero is None or numpy_helper.to_array(scale).size != 1:
+            continue
+        dims = list(weight.dims)
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            channels = dims[1] * group
+        else:
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            channels = dims[1] if trans_b else dims[0]
+        tag = f"{node.name}_fp32_input"
+        s = np.full(channels, numpy_helper.to_array(scale).item(), dtype=np.float32)
+        z = np.full(
+            channels, numpy_helper.to_array(zero).item(), dtype=numpy_helper.to_array(zero).dtype
+        )
+        graph.initializer.extend(
+            [numpy_helper.from_array(s, f"{tag}_scale"), numpy_helper.from_array(z, f"{tag}_zp")]
+        )
+        new = helper.make_node(
+            "DequantizeLinear",
+            [dq.input[0], f"{tag}_scale", f"{tag}_zp"],
+            [tag],
+            name=tag,
+            axis=1,
+        )
+        graph.node.insert(list(graph.node).index(node), new)
+        node.input[0] = tag
+    onnx.save(model, str(path))
 
 
 def weighted_nodes(path: Path) -> list[str]:

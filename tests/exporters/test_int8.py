@@ -173,6 +173,10 @@ def test_fallback_keeps_the_layers_it_names_in_fp32(graphs, tmp_path):
     ]
     assert res.quantization["target"] == host_target()[0]
     assert any("fallback: 2 of" in n for n in res.notes)
+    # ... and onnxruntime runs them in fp32: its WeightBiasQuantization transformer would
+    # quantize fp32 weights behind a per-tensor DequantizeLinear and fuse them back into int8.
+    left = fp32_ops_left(optimized_op_counts(out))
+    assert sum(left.values()) == 2, left
 
 
 def test_fallback_gives_up_when_most_layers_would_stay_fp32(graphs, tmp_path):
