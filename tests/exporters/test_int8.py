@@ -254,3 +254,30 @@ def test_failing_int8_names_the_fallback_and_writes_nothing(trained, tmp_path, m
     with pytest.raises(ParityError, match="fallback: the bar .* is not met"):
         export(req)
     assert not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("name", ["tinyresnet", "depthwise"])
+def test_host_target_int8_passes_the_device_check_verdict_on_this_host(graphs, tmp_path, name):
+    """device-check judges ONNX int8 against the graph's own QDQ arithmetic (graph optimizations
+    off). With the host target's u8 activations (7-bit weights on x86 without VNNI: no u8 x s8
+    pair can saturate its 16-bit sum) this host's fused kernels pass the same verdict an ARM
+    device must: at most one output step. (s8s8 ran up to 7-8 steps off here.)"""
+    import onnxruntime as ort
+
+    from edgerobust.device.verdict import QDQ_REFERENCE, compare_logits, onnx_output_scale
+
+    _, pre = graphs[name]
+    q = tmp_path / "int8.onnx"
+    quantize(pre, q, resolve_target("auto")[0].config, _calibration(4))
+    x = np.random.default_rng(1).random((32, 3, SIZE, SIZE), dtype=np.float32)
+
+    def run(optimize: bool) -> np.ndarray:
+        opts = ort.SessionOptions()
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(str(q), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, {"input": x})[0]
+
+    step = onnx_output_scale(onnx.load(str(q)))
+    c = compare_logits("int8", run(False), run(True), step, QDQ_REFERENCE)
+    assert c.passed, c
