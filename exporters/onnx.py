@@ -447,12 +447,15 @@ def quantize_int8(
 
             def error(kept: tuple[str, ...]) -> float:
                 path = work.build(config, kept)
-                return float(
-                    np.mean((run_onnx(path, ranking_set.batches) - ranking_set.reference) ** 2)
-                )
+                got = run_onnx(path, ranking_set.batches)
+                path.unlink()  # one file per trial: a ResNet-34 would leave a gigabyte behind
+                return float(np.mean((got - ranking_set.reference) ** 2))
 
             def agreement(kept: tuple[str, ...]) -> float:
-                return options.judge(work.build(config, kept)).top1_agreement
+                path = work.build(config, kept)
+                agree = options.judge(path).top1_agreement
+                path.unlink()
+                return agree
 
             result = fallback_search(
                 layers,
