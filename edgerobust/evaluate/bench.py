@@ -257,7 +257,7 @@ def _contenders(cfg: PrecisionBenchConfig, tmp: Path, rep: Reporter):
 def run_precision_bench(cfg: PrecisionBenchConfig, reporter: Reporter | None = None) -> dict:
     """Batch-1 latency of one model as torch eager fp32, onnxruntime fp32 and int8 (the target's
     configuration and s8s8), lite fp32 and int8, timed in one process in interleaved rounds
-    (median of per-round p50s), with each one's ratio to onnxruntime fp32 and its top-1
+    (single calls alternated; median of per-round p50s), with each one's ratio to onnxruntime fp32 and its top-1
     agreement with torch fp32 on source validation images. Sessions without thread spinning."""
     import tempfile
 
@@ -279,19 +279,22 @@ def run_precision_bench(cfg: PrecisionBenchConfig, reporter: Reporter | None = N
                     label: float((fn(x_val).argmax(1) == reference).mean()) for label, fn in calls
                 }
                 p50s: dict[str, list[float]] = {label: [] for label, _ in calls}
+                torch.set_num_threads(threads)  # process-wide, the same for every torch contender
                 task = rep.task(f"{threads} thread(s): rounds", cfg.repeats)
                 for _ in range(cfg.repeats):
-                    for label, fn in calls:
-                        if "torch" in label or "lite" in label:
-                            torch.set_num_threads(threads)  # process-wide: reset per contender
+                    samples: dict[str, list[float]] = {label: [] for label, _ in calls}
+                    for _, fn in calls:
                         for _ in range(5):
                             fn(x1)
-                        samples = []
-                        for _ in range(cfg.runs):
+                    # Single calls alternated across contenders: a swing in machine load hits
+                    # every one of them alike (blocks of calls each would not be comparable).
+                    for _ in range(cfg.runs):
+                        for label, fn in calls:
                             t0 = time.perf_counter()
                             fn(x1)
-                            samples.append((time.perf_counter() - t0) * 1e3)
-                        p50s[label].append(percentiles(samples)["p50"])
+                            samples[label].append((time.perf_counter() - t0) * 1e3)
+                    for label, _ in calls:
+                        p50s[label].append(percentiles(samples[label])["p50"])
                     rep.advance(task)
                 rep.done(task)
                 base = statistics.median(p50s["onnxruntime fp32"])
