@@ -89,6 +89,12 @@ def _formats() -> list[str]:
     return list_exporters()
 
 
+def _int8_targets() -> list[str]:
+    from edgerobust.exporters.onnx import TARGET_CHOICES
+
+    return list(TARGET_CHOICES)
+
+
 _ARCH = typer.Option(
     help=f"Architecture: {', '.join(list_archs())}.",
     callback=_registered("architecture", list_archs),
@@ -369,6 +375,10 @@ def compress_quantize(
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder, if it moved since training.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Keep a model whose int8 agrees with fp32 below the export gate's bar."),
+    ] = False,
 ) -> None:
     """Post-training static int8 quantization (eager mode), calibrated on source images."""
     from edgerobust.console import RichReporter
@@ -385,6 +395,7 @@ def compress_quantize(
         batch_size,
         str(out) if out else None,
         str(data) if data else None,
+        force,
     )
     with RichReporter() as rep:
         rec = quantize_checkpoint(cfg, rep)
@@ -576,6 +587,27 @@ def export(
     optimize: Annotated[
         bool, typer.Option(help="optimize_for_mobile for .ptl where XNNPACK exists.")
     ] = True,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="ONNX int8: the CPU it is for: auto (this host), x86 (AVX2, no VNNI), x86-vnni, "
+            "arm64 (Pi 4), arm64-dotprod (Pi 5).",
+            callback=_registered("int8 target", _int8_targets),
+        ),
+    ] = "auto",
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="ONNX int8: time the candidate configurations on this host, keep the fastest "
+            "that passes the parity gate."
+        ),
+    ] = False,
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            help="int8 below the bar: keep the most sensitive layers in fp32 until it holds."
+        ),
+    ] = True,
 ) -> None:
     """Export a checkpoint to ONNX / TorchScript / PyTorch Mobile lite, with manifest and parity gate."""
     from edgerobust.console import RichReporter
@@ -599,6 +631,9 @@ def export(
         min_agreement=min_agreement,
         force=force,
         optimize=optimize,
+        target=target,
+        tune=tune,
+        fallback=fallback,
     )
     with RichReporter() as rep:
         res = run_export(req, rep)
@@ -610,6 +645,14 @@ def export(
     stdout.print(f"parity {verdict}: {res.parity.summary()} (vs {res.parity.reference})")
     for note in m.notes:
         stdout.print(f"note: {note}")
+    tuned = m.quantization.get("tune")
+    if tuned:
+        stdout.print(f"--tune ({tuned['timing']}, {tuned['host_threads']} thread(s)):")
+        for row in tuned["candidates"]:
+            figures = row.get("error") or f"agreement {row['top1_agreement']:.1%}"
+            if "p50_ms" in row:
+                figures += f"  p50 {row['p50_ms']:.2f} ms"
+            stdout.print(f"  {'*' if row.get('chosen') else ' '} {row['config']:<44} {figures}")
 
 
 # --------------------------------------------------------------------------- import
@@ -1172,13 +1215,24 @@ def bench_attacks_cmd(
 
 @app.command()
 def bench(
-    artifact: Annotated[Path, typer.Argument(help="Artifact to benchmark.")],
-    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(
+            help="Artifact: eval-device vs bare runtime calls. Or a checkpoint (file or run "
+            "folder): its precisions side by side (torch eager, onnxruntime fp32/int8, lite)."
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset folder (artifacts: required; checkpoints: if it moved)."),
+    ] = None,
     domain: Annotated[
         str | None, typer.Option(help="Domain to run over (default: the first).")
     ] = None,
     runtime: Annotated[str | None, _RUNTIME] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    threads: Annotated[
+        str, typer.Option(help="Inference threads (checkpoints: a list, e.g. 1,2).")
+    ] = "1",
     runs: Annotated[
         int, typer.Option(help="Timed batch-1 calls per side.", callback=_at_least(1))
     ] = 200,
@@ -1189,18 +1243,53 @@ def bench(
             callback=_at_least(1),
         ),
     ] = 5,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoints: the ONNX int8 target (as export --target).",
+            callback=_registered("int8 target", _int8_targets),
+        ),
+    ] = "auto",
     out: Annotated[
         Path | None, typer.Option(help="Write the JSON result here.", callback=_OUT_FILE)
     ] = None,
 ) -> None:
-    """Measure the measuring path: eval-device vs bare runtime calls, side by side, one process."""
+    """Side-by-side timing in one process: the measuring path (an artifact), or a model's
+    precisions (a checkpoint)."""
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
-    from edgerobust.evaluate.bench import BenchConfig, run_bench
+    from edgerobust.runtimes.formats import format_of
 
-    cfg = BenchConfig(str(artifact), str(data), domain, runtime, threads, runs, repeats)
-    with RichReporter() as rep:
-        res = run_bench(cfg, rep)
+    try:
+        thread_list = tuple(int(t) for t in threads.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--threads must be integers separated by commas, got {threads!r}"
+        ) from None
+    if format_of(str(artifact)) is None:
+        from edgerobust.errors import require_torch
+
+        require_torch("bench CHECKPOINT")
+        from edgerobust.evaluate.bench import PrecisionBenchConfig, run_precision_bench
+
+        pcfg = PrecisionBenchConfig(
+            str(artifact),
+            str(data) if data else None,
+            thread_list,
+            runs,
+            repeats,
+            target,
+        )
+        with RichReporter() as rep:
+            res = run_precision_bench(pcfg, rep)
+    else:
+        from edgerobust.evaluate.bench import BenchConfig, run_bench
+
+        if data is None or len(thread_list) != 1:
+            raise ConfigError("bench ARTIFACT needs --data and one --threads value")
+        cfg = BenchConfig(str(artifact), str(data), domain, runtime, thread_list[0], runs, repeats)
+        with RichReporter() as rep:
+            res = run_bench(cfg, rep)
     for line in res["lines"]:
         stdout.print(line)
     _write_json(out, res)

@@ -37,6 +37,7 @@ from .parity import ParityBar, ParityResult, compare
 from .registry import (  # noqa: F401 - the registry is part of this package's API
     EXPORTERS,
     Exporter,
+    WriteOutcome,
     get_exporter,
     list_exporters,
     register_exporter,
@@ -61,12 +62,27 @@ class ExportRequest:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
     optimize: bool = True
+    target: str = "auto"  # ONNX int8: the CPU it is made for (see exporters/onnx.py TARGETS)
+    tune: bool = False  # ONNX int8: time the candidate configurations here, keep the fastest
+    fallback: bool = True  # int8 below the bar: keep the most sensitive layers in fp32
 
     def validate(self) -> None:
         if self.format not in EXPORTERS:
             raise ConfigError(
                 f"unknown format {self.format!r}: choose one of {', '.join(list_exporters())}"
             )
+        if (self.target != "auto" or self.tune) and not get_exporter(self.format).int8_options:
+            own = ", ".join(n for n, e in EXPORTERS.items() if e.int8_options)
+            raise ConfigError(
+                f"--target and --tune apply to {own} int8; {self.format} int8 takes --engine"
+            )
+        if self.target != "auto":
+            from .onnx import TARGET_CHOICES
+
+            if self.target not in TARGET_CHOICES:
+                raise ConfigError(
+                    f"unknown --target {self.target!r}: choose one of {', '.join(TARGET_CHOICES)}"
+                )
         if self.quant is not None and self.quant not in PRECISIONS:
             raise ConfigError(f"--quant must be fp32 or int8, got {self.quant!r}")
         if self.calib_batches < 1:
@@ -225,6 +241,8 @@ def export_checkpoint(
     name = req.name or f"{stem}-{req.format}-{quant}" + (
         f"-{engine}" if engine and exporter.int8 == "ptsq" else ""
     )
+    if not req.name and quant == "int8" and exporter.int8_options and req.target != "auto":
+        name += f"-{req.target}"  # r18-onnx-int8-arm64: made for another CPU than this one
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = get_format(req.format).suffix
@@ -234,39 +252,74 @@ def export_checkpoint(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        t = rep.task(f"export {req.format} {quant}", None)
-        notes += exporter.write(
+        bar = exporter.fp32_bar
+        if quant == "int8":
+            bar = ParityBar(min_agreement=req.min_agreement)
+        runtime_name = default_runtime(req.format)
+
+        def run_candidate(path: Path) -> np.ndarray:
+            """Logits of a written file in the runtime that will run it on the device."""
+            from edgerobust.runtimes import get
+
+            draft = _manifest(req, spec, ckpt, final, path, quant, engine, 0, [], {})
+            # torch's thread count is process-wide and the torch runtimes set it: restore it.
+            torch_threads = torch.get_num_threads()
+            try:
+                runtime = get(runtime_name).load(
+                    path, draft, threads=max(1, min(4, os.cpu_count() or 1))
+                )
+                return _logits(runtime, parity_batches)
+            finally:
+                torch.set_num_threads(torch_threads)
+
+        def judge_logits(candidate: np.ndarray) -> ParityResult:
+            return compare(
+                reference, candidate, bar, reference_name="fp32 source checkpoint",
+                images=images_desc,
+            )  # fmt: skip
+
+        def judge(path: Path) -> ParityResult:
+            """The parity gate on any candidate file (int8 writers tune and fall back with it)."""
+            return judge_logits(run_candidate(path))
+
+        options = {}
+        if quant == "int8" and exporter.int8_options:
+            from .onnx import Int8Options
+
+            options["int8"] = Int8Options(
+                target=req.target, tune=req.tune, fallback=req.fallback, judge=judge
+            )
+        t = rep.task(
+            f"export {req.format} {quant}" + (" (tune, fallback)" if req.tune else ""), None
+        )
+        written = exporter.write(
             model_to_save,
             size,
             tmp,
             quant=quant,
             calibration=calibration_batches,
             optimize=req.optimize,
+            **options,
         )
         rep.done(t)
-        bar = exporter.fp32_bar
-        if quant == "int8":
-            bar = ParityBar(min_agreement=req.min_agreement)
+        if isinstance(written, WriteOutcome):
+            notes += written.notes
+            quantization = written.quantization
+        else:
+            notes += written
+            quantization = {}
+        if quantization.get("config", {}).get("format"):
+            engine = f"onnxruntime-{quantization['config']['format']}"
 
         # Parity: run the written file in the runtime that will run it on the device.
-        from edgerobust.runtimes import get
-
-        runtime_name = default_runtime(req.format)
-        draft = _manifest(
-            req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
+        draft = replace(
+            _manifest(
+                req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
+            ),
+            quantization=quantization,
         )
-        # torch's thread count is process-wide and the torch runtimes set it: restore it after.
-        torch_threads = torch.get_num_threads()
-        try:
-            runtime = get(runtime_name).load(
-                tmp, draft, threads=max(1, min(4, os.cpu_count() or 1))
-            )
-            candidate = _logits(runtime, parity_batches)
-        finally:
-            torch.set_num_threads(torch_threads)
-        parity = compare(
-            reference, candidate, bar, reference_name="fp32 source checkpoint", images=images_desc
-        )
+        candidate = run_candidate(tmp)
+        parity = judge_logits(candidate)
         parity_dict = parity.to_dict()
         if int8_twin is not None:
             # The trace must reproduce the int8 PyTorch model itself (same kernels): near-exact.
@@ -276,9 +329,11 @@ def export_checkpoint(
             }
         parity_dict["forced"] = bool(req.force and not parity.passed)
         if not parity.passed and not req.force:
+            fallback = quantization.get("fallback", {}).get("summary")
             raise ParityError(
-                f"{final.name} fails the parity gate ({parity.summary()}; bar {bar.to_dict()}): "
-                "not written; inspect the model, or pass --force to keep it anyway"
+                f"{final.name} fails the parity gate ({parity.summary()}; bar {bar.to_dict()})"
+                + (f"; {fallback}" if fallback else "")
+                + ": not written; inspect the model, or pass --force to keep it anyway"
             )
         manifest = replace(
             draft, parity=parity_dict, sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size

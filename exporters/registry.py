@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from edgerobust.registry import Registry
 from edgerobust.runtimes.formats import get_format
@@ -20,6 +21,9 @@ class Exporter:
     where an int8 artifact comes from: ``"ptsq"``, the eager-PTSQ torch model for a quantization
     engine (the writer saves it as given), or ``"own"``, the writer quantizes the fp32 model
     itself for its runtime (``int8_engine`` names that quantizer in the manifest).
+    ``int8_options``: the writer takes ``int8=`` (target CPU, tuning, fallback, the parity gate;
+    see :class:`edgerobust.exporters.onnx.Int8Options`). A writer returns its notes, or a
+    :class:`WriteOutcome` when it also has a ``quantization`` block for the manifest.
     """
 
     format: str
@@ -27,6 +31,16 @@ class Exporter:
     fp32_bar: ParityBar  # the parity bar for fp32, declared next to the exporter
     int8: str = "ptsq"
     int8_engine: str | None = None
+    int8_options: bool = False
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a writer reports: notes for the manifest, and how it quantized (target, the chosen
+    configuration and why, a tuning table, the layers kept in fp32)."""
+
+    notes: list[str]
+    quantization: dict[str, Any] = field(default_factory=dict)
 
 
 EXPORTERS: Registry[Exporter] = Registry("format")

@@ -37,6 +37,9 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, source domain, split
     parity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # int8 made by the exporter itself (ONNX): the target CPU, the configuration and why, the
+    # tuning table and the layers kept in fp32 by the accuracy-aware fallback. Empty otherwise.
+    quantization: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     manifest_version: int = MANIFEST_VERSION
 

@@ -15,6 +15,8 @@ from .registry import register
 
 register_format(ArtifactFormat("onnx", ".onnx", "ONNX: fp32, or QDQ int8"))
 
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
 
 @register
 class OnnxRuntime:
@@ -55,6 +57,10 @@ class OnnxRuntime:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        # No spin-waiting: by default idle worker threads spin for work, which on a shared or
+        # small machine steals the cores the other threads need (2-thread runs became several
+        # times slower on this project's shared 2-core host). Latency is measured this way too.
+        opts.add_session_config_entry(SPINNING_KEY, "0")
         if not optimize:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         providers = list(providers or ["CPUExecutionProvider"])
@@ -82,4 +88,5 @@ class OnnxRuntime:
             "version": ort.__version__,
             "threads": self.threads,
             "providers": self.session.get_providers(),
+            "intra_op_spinning": False,
         }

@@ -12,7 +12,7 @@ import torch
 from edgerobust.compress.ptsq import QuantizeConfig, quantize_checkpoint
 from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
 from edgerobust.data import decode_domain, open_dataset
-from edgerobust.errors import ConfigError
+from edgerobust.errors import ConfigError, ParityError
 from edgerobust.models.checkpoint import load_checkpoint, read_spec
 from edgerobust.runtimes.preprocess import to_input
 
@@ -68,22 +68,32 @@ def test_default_output_folder(trained, tmp_path):
     assert rec["calibration_images"] == 8
 
 
-def test_poor_int8_agreement_is_warned_with_the_export_gates_bar(trained, tmp_path, monkeypatch):
-    """The record gives int8-vs-fp32 top-1 agreement; below the export gate's bar it warns (the
-    exports of such a model would be refused), with what to try."""
+def test_poor_int8_agreement_is_refused_with_the_export_gates_bar(trained, tmp_path, monkeypatch):
+    """The record gives int8-vs-fp32 top-1 agreement; below the export gate's bar the model is
+    refused and nothing is written (as export refuses), unless --force, which keeps it and warns."""
     from edgerobust import exporters
 
     rec = quantize_checkpoint(
-        QuantizeConfig(str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "a"))
+        QuantizeConfig(
+            str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "a"), force=True
+        )
     )
     assert 0 <= rec["top1_agreement"] <= 1
     assert (rec["warning"] is None) == (rec["top1_agreement"] >= exporters.DEFAULT_MIN_AGREEMENT)
     monkeypatch.setattr(exporters, "DEFAULT_MIN_AGREEMENT", 1.01)  # no model can meet it
+    with pytest.raises(ParityError, match="quantizes poorly.*--calib-batches.*--force"):
+        quantize_checkpoint(
+            QuantizeConfig(str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "b"))
+        )
+    assert not (tmp_path / "b").exists()
     rec = quantize_checkpoint(
-        QuantizeConfig(str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "b"))
+        QuantizeConfig(
+            str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "c"), force=True
+        )
     )
-    assert "quantizes poorly" in rec["warning"] and "--calib-batches" in rec["warning"]
-    assert json.loads((tmp_path / "b" / "quantize.json").read_text())["warning"] == rec["warning"]
+    assert "quantizes poorly" in rec["warning"] and "--force" in rec["warning"]
+    assert json.loads((tmp_path / "c" / "quantize.json").read_text())["warning"] == rec["warning"]
+    assert (tmp_path / "c" / "model.safetensors").is_file()
 
 
 def test_calibration_changes_the_int8_model(trained, studio):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerobust.data import origin_split, spread_batches
-from edgerobust.errors import ConfigError
+from edgerobust.errors import ConfigError, ParityError
 from edgerobust.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.records import QuantizeRecord
@@ -25,6 +25,7 @@ class QuantizeConfig:
     batch_size: int = 8
     out: str | None = None  # default: <checkpoint's run folder>-int8-<engine>
     data: str | None = None
+    force: bool = False  # keep a model whose int8 agrees with fp32 below the export gate's bar
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +77,6 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
             "parent_sha256": src.sha256,
         }
     )
-    ckpt = save_checkpoint(out / CHECKPOINT_NAME, prepared, spec)
     torch.backends.quantized.engine = cfg.engine
     p8, y = predictions(int8, images, val_idx)
     p32, _ = predictions(src.model, images, val_idx)
@@ -85,12 +85,19 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     agreement = float((p8 == p32).mean()) if len(y) else None
     warning = None
     if agreement is not None and agreement < DEFAULT_MIN_AGREEMENT:
-        # the same bar as the export parity gate: exports of this model will likely be refused
-        warning = (
+        # The export parity gate's bar: below it the model is refused, as export refuses.
+        problem = (
             f"int8 agrees with fp32 on only {agreement:.1%} of {len(y)} validation images "
-            f"(the export gate asks {DEFAULT_MIN_AGREEMENT:.0%}): this model quantizes poorly; "
-            "calibrate on more images (--calib-batches) or train it longer"
+            f"(the bar is {DEFAULT_MIN_AGREEMENT:.0%}; accuracy {c32 / max(n32, 1):.1%} -> "
+            f"{c8 / max(n8, 1):.1%}): this model quantizes poorly"
         )
+        if not cfg.force:
+            raise ParityError(
+                f"{problem}: not written; calibrate on more images (--calib-batches), train it "
+                "longer, or pass --force to keep it anyway"
+            )
+        warning = f"{problem} (kept with --force)"
+    ckpt = save_checkpoint(out / CHECKPOINT_NAME, prepared, spec)
     record = QuantizeRecord(
         checkpoint=str(ckpt),
         parent=str(src.path),
