@@ -37,6 +37,7 @@ from .parity import ParityBar, ParityResult, compare
 from .registry import (  # noqa: F401 - the registry is part of this package's API
     EXPORTERS,
     Exporter,
+    Written,
     get_exporter,
     list_exporters,
     register_exporter,
@@ -107,6 +108,12 @@ def _versions() -> dict[str, str]:
         v["onnx"] = onnx.__version__
     except ImportError:  # pragma: no cover
         pass
+    import contextlib
+    import importlib.metadata
+
+    for dist in ("executorch", "torchao"):  # the .pte toolchain, when installed
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            v[dist] = importlib.metadata.version(dist)
     return v
 
 
@@ -212,7 +219,7 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     tmp = Path(tmp_name)
     try:
         t = rep.task(f"export {req.format} {quant}", None)
-        notes += exporter.write(
+        written = exporter.write(
             model_to_save,
             size,
             tmp,
@@ -220,6 +227,8 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
             calibration=calibration_batches,
             optimize=req.optimize,
         )
+        delegation = written.delegation if isinstance(written, Written) else None
+        notes += written.notes if isinstance(written, Written) else written
         rep.done(t)
         bar = exporter.fp32_bar
         if quant == "int8":
@@ -232,6 +241,8 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
         draft = _manifest(
             req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
         )
+        if delegation:
+            draft = replace(draft, delegation=delegation)
         # torch's thread count is process-wide and the torch runtimes set it: restore it after.
         torch_threads = torch.get_num_threads()
         try:
@@ -340,3 +351,7 @@ def _manifest(
 # Registration: each exporter module registers its formats (torch is imported when one runs).
 from . import onnx as _onnx  # noqa: E402,F401
 from . import torchscript as _torchscript  # noqa: E402,F401
+
+# isort: split
+# Registered after the others: the report lists formats in registration order.
+from . import executorch as _executorch  # noqa: E402,F401

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from edgerobust.registry import Registry
 from edgerobust.runtimes.formats import get_format
@@ -12,11 +13,21 @@ from .parity import ParityBar
 
 
 @dataclass(frozen=True)
+class Written:
+    """What a writer may return instead of bare notes: notes plus how the runtime's backend
+    takes the graph (ExecuTorch: nodes delegated to XNNPACK vs left on portable kernels),
+    recorded in the manifest's ``delegation``."""
+
+    notes: list[str]
+    delegation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Exporter:
     """How one artifact format is written from a torch model (data only: torch-free).
 
-    ``write(model, input_size, path, quant=, calibration=, optimize=) -> notes`` writes the file
-    (torch is imported inside it). ``int8`` says
+    ``write(model, input_size, path, quant=, calibration=, optimize=) -> notes | Written`` writes
+    the file (torch is imported inside it). ``int8`` says
     where an int8 artifact comes from: ``"ptsq"``, the eager-PTSQ torch model for a quantization
     engine (the writer saves it as given), or ``"own"``, the writer quantizes the fp32 model
     itself for its runtime (``int8_engine`` names that quantizer in the manifest).

@@ -66,6 +66,10 @@ def open_artifact(
 from . import ort as _ort  # noqa: E402,F401
 from . import torchscript as _torchscript  # noqa: E402,F401
 
+# isort: split
+# Registered after the others: the report lists formats in registration order.
+from . import executorch as _executorch  # noqa: E402,F401
+
 __all__ = [
     "RUNTIMES",
     "Manifest",

@@ -45,6 +45,11 @@ class BenchConfig:
 
 def _bare_callable(path: Path, fmt: str, threads: int, engine: str | None):
     """The runtime called directly, the way a user's own script would."""
+    if fmt == "pte":  # the bindings' method, executed directly (see runtimes/executorch.py)
+        from edgerobust.runtimes.executorch import ExecuTorchRuntime
+        from edgerobust.runtimes.manifest import read_manifest
+
+        return ExecuTorchRuntime.load(path, read_manifest(path), threads).bare_callable()
     if fmt == "onnx":
         import onnxruntime as ort
 
