@@ -123,6 +123,12 @@ def _versions() -> dict[str, str]:
         v["onnx"] = onnx.__version__
     except ImportError:  # pragma: no cover
         pass
+    import contextlib
+    import importlib.metadata
+
+    for dist in ("executorch", "torchao"):  # the .pte toolchain, when installed
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            v[dist] = importlib.metadata.version(dist)
     return v
 
 
@@ -304,10 +310,10 @@ def export_checkpoint(
         rep.done(t)
         if isinstance(written, WriteOutcome):
             notes += written.notes
-            quantization = written.quantization
+            quantization, delegation = written.quantization, written.delegation
         else:
             notes += written
-            quantization = {}
+            quantization, delegation = {}, {}
         if quantization.get("config", {}).get("format"):
             engine = f"onnxruntime-{quantization['config']['format']}"
 
@@ -317,6 +323,7 @@ def export_checkpoint(
                 req, spec, ckpt, final, tmp, quant, engine, count_params(fp32_model), notes, {}
             ),
             quantization=quantization,
+            delegation=delegation or None,
         )
         candidate = run_candidate(tmp)
         parity = judge_logits(candidate)
@@ -418,3 +425,7 @@ def _manifest(
 # Registration: each exporter module registers its formats (torch is imported when one runs).
 from . import onnx as _onnx  # noqa: E402,F401
 from . import torchscript as _torchscript  # noqa: E402,F401
+
+# isort: split
+# Registered after the others: the report lists formats in registration order.
+from . import executorch as _executorch  # noqa: E402,F401

@@ -16,14 +16,15 @@ from .parity import ParityBar
 class Exporter:
     """How one artifact format is written from a torch model (data only: torch-free).
 
-    ``write(model, input_size, path, quant=, calibration=, optimize=) -> notes`` writes the file
-    (torch is imported inside it). ``int8`` says
+    ``write(model, input_size, path, quant=, calibration=, optimize=)`` writes the file (torch is
+    imported inside it). ``int8`` says
     where an int8 artifact comes from: ``"ptsq"``, the eager-PTSQ torch model for a quantization
     engine (the writer saves it as given), or ``"own"``, the writer quantizes the fp32 model
     itself for its runtime (``int8_engine`` names that quantizer in the manifest).
     ``int8_options``: the writer takes ``int8=`` (target CPU, tuning, fallback, the parity gate;
     see :class:`edgerobust.exporters.onnx.Int8Options`). A writer returns its notes, or a
-    :class:`WriteOutcome` when it also has a ``quantization`` block for the manifest.
+    :class:`WriteOutcome` when it also has a ``quantization`` or ``delegation`` block for the
+    manifest.
     """
 
     format: str
@@ -36,11 +37,13 @@ class Exporter:
 
 @dataclass(frozen=True)
 class WriteOutcome:
-    """What a writer reports: notes for the manifest, and how it quantized (target, the chosen
-    configuration and why, a tuning table, the layers kept in fp32)."""
+    """What a writer reports: notes for the manifest; how it quantized (target, the chosen
+    configuration and why, a tuning table, the layers kept in fp32); how the runtime's backend
+    takes the graph (ExecuTorch: nodes delegated to XNNPACK vs left on portable kernels)."""
 
     notes: list[str]
     quantization: dict[str, Any] = field(default_factory=dict)
+    delegation: dict[str, Any] = field(default_factory=dict)
 
 
 EXPORTERS: Registry[Exporter] = Registry("format")

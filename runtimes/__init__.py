@@ -108,6 +108,10 @@ def with_contract(runtime: Runtime) -> Runtime:
 from . import ort as _ort  # noqa: E402,F401
 from . import torchscript as _torchscript  # noqa: E402,F401
 
+# isort: split
+# Registered after the others: the report lists formats in registration order.
+from . import executorch as _executorch  # noqa: E402,F401
+
 __all__ = [
     "RUNTIMES",
     "ContractRuntime",

@@ -19,6 +19,12 @@ class ArtifactFormat:
     suffix: str  # ".onnx"
     description: str = ""
     needs_torch: bool = False  # does running it need torch on the device?
+    extra: str | None = None  # the install extra that runs it, when not "torch" (needs_torch)
+
+    @property
+    def device_install(self) -> str:
+        """What a device needs to run it: ``base`` (the light install) or an extra's name."""
+        return self.extra or ("torch" if self.needs_torch else "base")
 
 
 FORMATS: Registry[ArtifactFormat] = Registry("format", ArtifactError)

@@ -24,7 +24,7 @@ MANIFEST_VERSION = 1
 class Manifest:
     """Metadata of one exported artifact (see design.md, "Artifact")."""
 
-    format: str  # onnx | torchscript | ptl
+    format: str  # onnx | torchscript | ptl | pte
     precision: str  # fp32 | int8
     arch: str
     class_names: list[str]
@@ -41,6 +41,8 @@ class Manifest:
     # tuning table and the layers kept in fp32 by the accuracy-aware fallback. Empty otherwise.
     quantization: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # .pte: how much of the graph the backend delegate runs (see exporters/executorch.py)
+    delegation: dict[str, Any] | None = None
     manifest_version: int = MANIFEST_VERSION
 
     @property

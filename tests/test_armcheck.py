@@ -437,3 +437,12 @@ def test_the_device_wheel_is_built_from_this_checkout():
     assert emulation.source_tree() == repo
     files = {p.relative_to(repo).as_posix() for p in emulation._source_files(repo)}
     assert {"pyproject.toml", "edgerobust/device/emulation.py", "runtimes/ort.py"} <= files
+
+
+def test_every_format_has_a_venv_on_the_emulated_pi():
+    from edgerobust.device.emulation import VENVS
+    from edgerobust.runtimes.formats import get_format, list_formats
+
+    installs = {f: get_format(f).device_install for f in list_formats()}
+    assert set(installs.values()) <= set(VENVS), installs
+    assert installs["onnx"] == "base" and installs["pte"] == "executorch"

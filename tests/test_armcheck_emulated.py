@@ -121,3 +121,41 @@ def test_pi5_int8_has_dot_product_and_an_x86_engine_artifact_is_refused(
     # An int8 artifact for the x86 engine does not load on ARM torch: said, not hidden.
     assert not x86.loads and x86.verdict == "error" and "engine" in x86.error
     assert not report.ok
+
+
+@pytest.fixture(scope="module")
+def pte_artifacts(tmp_path_factory, trained) -> dict[str, Path]:
+    """.pte fp32 and PT2E int8, exported here with this host's executorch."""
+    pytest.importorskip("executorch.runtime", reason="executorch is not installed")
+    from edgerobust.exporters import ExportRequest, export
+
+    out = tmp_path_factory.mktemp("arm-pte")
+    return {
+        q: export(
+            ExportRequest(str(trained.checkpoint), format="pte", quant=q, out=str(out), force=True)
+        ).artifact
+        for q in ("fp32", "int8")
+    }
+
+
+@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76"])
+def test_pte_runs_on_the_emulated_pi_like_this_host(
+    can_emulate, pte_artifacts, synthetic_root, cpu
+):
+    from edgerobust.device.emulation import EXECUTORCH_ARM, TORCH_ARM
+
+    cfg = DeviceCheckConfig(
+        artifacts=(str(pte_artifacts["fp32"]), str(pte_artifacts["int8"])),
+        cpu=cpu,
+        data=str(synthetic_root),
+        domains=("webcam",),
+        limit=LIMIT,
+    )
+    report = device_check(cfg)
+    assert report.env["executorch"] == EXECUTORCH_ARM and report.env["torch"] == TORCH_ARM
+    for c in report.checks:
+        assert c.verdict == "pass", (c.artifact, c.error)
+        assert c.runtime == "executorch" and c.venv.endswith("er-executorch")
+        assert c.device_runtime["runtime"] == "executorch"
+        assert c.device_host["arch"] == "aarch64"
+        assert c.comparison.top1_agreement == 1.0 or c.comparison.ties > 0

@@ -61,9 +61,11 @@ from edgerobust.device.emulation import (
     DEFAULT_CACHE,
     DEFAULT_CPU,
     DEFAULT_LIMIT,
+    EXECUTORCH_ARM,
     SUITE,
     TORCH_ARM,
     TORCH_VENV,
+    VENVS,
     WORK,
     ArmEnv,
     _locked,
@@ -452,8 +454,7 @@ def device_check(cfg: DeviceCheckConfig, reporter: Reporter | None = None) -> De
             raise DataError(f"{Path(a).name}: {exc}") from None
     host = prepare_host()
     cache = Path(cfg.cache)
-    needs_light = any(not get_format(m.format).needs_torch for m in manifests)
-    needs_torch = any(get_format(m.format).needs_torch for m in manifests)
+    installs = {get_format(m.format).device_install for m in manifests}
     with _locked(cache, rep):
         t0 = time.perf_counter()
         env = ensure_root(cache, host, cfg.cpu, rep)
@@ -469,11 +470,11 @@ def device_check(cfg: DeviceCheckConfig, reporter: Reporter | None = None) -> De
                         built.append(build_wheel(repo, tmpd / "dist"))
                     return built[0]
 
-                venvs = {}
-                if needs_light:
-                    venvs["onnx"] = ensure_venv(env, cache, "base", wheel, src_key, rep)
-                if needs_torch:
-                    venvs["torch"] = ensure_venv(env, cache, "torch", wheel, src_key, rep)
+                venvs = {
+                    kind: ensure_venv(env, cache, kind, wheel, src_key, rep)
+                    for kind in VENVS
+                    if kind in installs
+                }
                 env_info = _env_info(env, venvs, time.perf_counter() - t0)
                 checks = _check_all(cfg, env, manifests, data, domains, venvs, tmpd, rep)
     report = DeviceCheckReport(cfg.cpu, CPUS[cfg.cpu], env_info, checks, _notes(cfg, checks))
@@ -494,11 +495,13 @@ def _env_info(env: ArmEnv, venvs: dict[str, str], seconds: float) -> dict[str, A
         "built_now_seconds": {k: round(v, 1) for k, v in env.built.items()},
         "setup_seconds": round(seconds, 1),
     }
-    if "onnx" in venvs:
+    if "base" in venvs:
         # The light install's promise: the ONNX path on the device has no torch at all.
-        info["light_venv_has_torch"] = _venv_python_has(env, venvs["onnx"], "torch")
-    if "torch" in venvs:
+        info["light_venv_has_torch"] = _venv_python_has(env, venvs["base"], "torch")
+    if "torch" in venvs or "executorch" in venvs:
         info["torch"] = TORCH_ARM
+    if "executorch" in venvs:
+        info["executorch"] = EXECUTORCH_ARM
     if env.built:
         info["root_bytes"] = _tree_bytes(env.root)
     return info
@@ -548,7 +551,7 @@ def _check_one(
 ) -> ArtifactCheck:
     t0 = time.perf_counter()
     runtime = default_runtime(man.format)
-    venv = venvs["torch" if get_format(man.format).needs_torch else "onnx"]
+    venv = venvs[get_format(man.format).device_install]
     models = env.root / WORK.lstrip("/") / "models"
     shutil.copyfile(art, models / man.file)
     shutil.copyfile(art.with_suffix(".json"), models / Path(man.file).with_suffix(".json"))

@@ -48,6 +48,20 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ENV_LAYOUT = 1  # bump when the root's layout changes: a new cache key, a fresh build
 # See the module docstring: the newest CPU-only aarch64 torch that runs on a Cortex-A72.
 TORCH_ARM = "2.9.1"
+# ExecuTorch on the Pi: the release built against TORCH_ARM. Its Python bindings link libtorch,
+# so the version must match: executorch 1.5.1 with torch 2.9.1 fails to import ("undefined
+# symbol c10::TensorImpl::decref_pyobject", measured). executorch goes in with --no-deps, beside
+# what ``import executorch.runtime`` imports (measured); its other requirements (hydra, pandas,
+# tokenizers, coremltools, pytest, ...) serve export and LLM tooling, and one has no wheel.
+EXECUTORCH_ARM = "1.0.1"
+EXECUTORCH_RUNTIME_DEPS = (
+    "torchao==0.14.0",  # the torchao that executorch 1.0.1 pins
+    "ruamel.yaml",
+    "tabulate",
+    "flatbuffers",
+    "tqdm",
+    "packaging",
+)
 # Wheels that run on bookworm's glibc 2.36 (pip wants every tag spelled out).
 PLATFORM_TAGS = ("manylinux2014_aarch64",) + tuple(
     f"manylinux_2_{v}_aarch64" for v in (17, 24, 26, 27, 28, 31, 34, 35, 36)
@@ -57,6 +71,9 @@ PLATFORM_TAGS = ("manylinux2014_aarch64",) + tuple(
 HOME = "/root"
 LIGHT_VENV = f"{HOME}/er"
 TORCH_VENV = f"{HOME}/er-torch"
+EXECUTORCH_VENV = f"{HOME}/er-executorch"
+# Which venv runs which artifacts: the light one (no torch), torch's, or torch + executorch.
+VENVS = {"base": LIGHT_VENV, "torch": TORCH_VENV, "executorch": EXECUTORCH_VENV}
 WHEELHOUSE = f"{HOME}/wheels"
 WORK = f"{HOME}/check"
 ROOT_ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -491,6 +508,9 @@ def wheelhouse(cache: Path, kind: str, rep: Reporter) -> tuple[Path, str]:
     if kind == "base":
         reqs = base_requirements()
         key = _key({"reqs": reqs, "py": ROOT_PYTHON, "tags": PLATFORM_TAGS})
+    elif kind == "executorch":
+        reqs = [f"executorch=={EXECUTORCH_ARM}", *EXECUTORCH_RUNTIME_DEPS]
+        key = _key({"reqs": reqs, "py": ROOT_PYTHON, "tags": PLATFORM_TAGS})
     else:
         reqs = [f"torch=={TORCH_ARM}"]
         key = _key({"torch": TORCH_ARM, "py": ROOT_PYTHON, "tags": PLATFORM_TAGS})
@@ -504,6 +524,9 @@ def wheelhouse(cache: Path, kind: str, rep: Reporter) -> tuple[Path, str]:
     t = rep.task(f"download arm64 wheels ({kind})", None)
     if kind == "base":
         _pip_download(partial, reqs)
+    elif kind == "executorch":
+        _pip_download(partial, reqs[:1], no_deps=True)
+        _pip_download(partial, reqs[1:])
     else:
         _pip_download(partial, reqs, no_deps=True)
         torch_wheel = next(partial.glob("torch-*.whl"))
@@ -534,15 +557,17 @@ def ensure_venv(
     env: ArmEnv, cache: Path, kind: str, wheel: Callable[[], Path], src_key: str, rep: Reporter
 ) -> str:
     """The README's device install in the root: ``python3 -m venv V && V/bin/pip install
-    ~/edgerobust-*.whl`` (offline, from the host-downloaded wheels), plus torch for ``torch``.
-    Rebuilt when its dependencies change; only edgerobust is reinstalled when the sources do."""
-    venv = LIGHT_VENV if kind == "base" else TORCH_VENV
+    ~/edgerobust-*.whl`` (offline, from the host-downloaded wheels), plus torch for ``torch``,
+    plus torch and executorch's runtime for ``executorch``. Rebuilt when its dependencies change;
+    only edgerobust is reinstalled when the sources do."""
+    venv = VENVS[kind]
     base_dir, base_key = wheelhouse(cache, "base", rep)
     dirs, keys = [base_dir], [base_key]
-    if kind == "torch":
-        torch_dir, torch_key = wheelhouse(cache, "torch", rep)
-        dirs.append(torch_dir)
-        keys.append(torch_key)
+    for extra in ("torch", "executorch"):
+        if kind == extra or (kind == "executorch" and extra == "torch"):
+            extra_dir, extra_key = wheelhouse(cache, extra, rep)
+            dirs.append(extra_dir)
+            keys.append(extra_key)
     deps_key = "-".join(keys)
     marker = env.root / venv.lstrip("/") / "edgerobust-check.json"
     state = json.loads(marker.read_text()) if marker.is_file() else {}
@@ -565,8 +590,12 @@ def ensure_venv(
         t = rep.task(f"create {venv} (emulated pip)", None)
         _remove_tree(env.root / venv.lstrip("/"))
         env.step(f"venv {venv}", ["python3", "-m", "venv", venv])
-        extra = [f"torch=={TORCH_ARM}"] if kind == "torch" else []
+        extra = [f"torch=={TORCH_ARM}"] if kind in ("torch", "executorch") else []
+        if kind == "executorch":
+            extra += list(EXECUTORCH_RUNTIME_DEPS)
         env.step(f"install {venv}", [*pip, f"{HOME}/{whl.name}", *extra])
+        if kind == "executorch":
+            env.step(f"executorch in {venv}", [*pip, "--no-deps", f"executorch=={EXECUTORCH_ARM}"])
     rep.done(t)
     atomic_write_json(marker, {"deps": deps_key, "source": src_key, "wheel": whl.name})
     return venv

@@ -200,6 +200,8 @@ def output_step(artifact: str | Path, manifest: Manifest) -> tuple[float | None,
         if step is None:
             return None, "unknown: the graph output is not a DequantizeLinear"
         return step, "scale of the DequantizeLinear producing the graph output"
+    if manifest.format == "pte":  # the quantized ops live inside the XNNPACK delegate's blob
+        return None, "unknown: a .pte's output scale is inside its XNNPACK payload"
     try:
         import torch
     except ImportError:

@@ -86,9 +86,22 @@ def _bare_torch(path: Path, threads: int, engine: str | None):
     return call
 
 
+def _bare_pte(path: Path, threads: int, engine: str | None):
+    """The ExecuTorch bindings' method, executed directly (see runtimes/executorch.py)."""
+    from edgerobust.runtimes.executorch import ExecuTorchRuntime
+    from edgerobust.runtimes.manifest import read_manifest
+
+    return ExecuTorchRuntime.load(path, read_manifest(path), threads).bare_callable()
+
+
 # format -> (path, threads, engine) -> numpy callable: the runtime called directly, the way a
 # user's own script would. A new format adds its bare call here.
-BARE_CALLS = {"onnx": _bare_onnx, "torchscript": _bare_torch, "ptl": _bare_torch}
+BARE_CALLS = {
+    "onnx": _bare_onnx,
+    "torchscript": _bare_torch,
+    "ptl": _bare_torch,
+    "pte": _bare_pte,
+}
 
 
 def _bare_callable(path: Path, fmt: str, threads: int, engine: str | None):

@@ -45,7 +45,7 @@ def test_protocol(artifacts, fmt, prec, runtime):
 
 
 def test_registry():
-    assert list_runtimes() == ["onnxruntime", "ptl", "torchscript"]
+    assert list_runtimes() == ["executorch", "onnxruntime", "ptl", "torchscript"]
     assert list_runtimes("t*") == ["torchscript"]
     assert get("onnxruntime") is OnnxRuntime
     assert get("ptl") is LiteRuntime and get("torchscript") is TorchScriptRuntime
