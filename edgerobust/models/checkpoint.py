@@ -36,7 +36,8 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     widths: dict[str, list[int]] | None = None  # pruned models: {layer: [in, out]}
-    quant: dict[str, Any] | None = None  # PTSQ: {"scheme": "ptsq-eager", "engine": ...}
+    # PTSQ: {"scheme": "ptsq-eager" | "ptsq-fx", "engine": ..., "keep_fp32": [module names]}
+    quant: dict[str, Any] | None = None
     origin: dict[str, Any] = field(default_factory=dict)  # how it was made (train/prune/...)
     spec_version: int = SPEC_VERSION
 
@@ -145,9 +146,16 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> Checkpoint:
         spec.arch, spec.num_classes, widths=spec.widths, mean=spec.mean, std=spec.std
     )
     if spec.quant:
-        from edgerobust.compress.quantize import convert_prepared, prepare_ptsq
+        from edgerobust.compress.quantize import convert_prepared, prepare_ptsq, ptsq_scheme
 
-        model = prepare_ptsq(model, spec.quant["engine"])
+        keep = tuple(spec.quant.get("keep_fp32", ()))
+        scheme = spec.quant.get("scheme", "ptsq-eager")
+        if scheme != ptsq_scheme(model, keep):
+            raise CheckpointError(
+                f"{path} was quantized with {scheme}, which this version of edgerobust does not "
+                f"use for {spec.arch}: quantize its fp32 parent again"
+            )
+        model = prepare_ptsq(model, spec.quant["engine"], keep)
         _load_state(model, state, path)
         model = convert_prepared(model, spec.quant["engine"])
     else:
