@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
+
 import torch
 from torch import nn
 
