@@ -101,7 +101,8 @@ class FilterL1Importance(tp.importance.Importance):
     """Li et al.'s eq. 1 for a group of coupled filters: ``sum_j |F_ij|`` summed over the group.
 
     Only convolution *filters* (output channels, depthwise filters included) count;
-    torch-pruning's ``MagnitudeImportance`` would also add batch-norm scales and the consumers' input weights, which is not eq. 1.
+    torch-pruning's ``MagnitudeImportance`` would also add batch-norm scales and the consumers'
+    input weights, which is not eq. 1.
     """
 
     @torch.no_grad()
