@@ -20,7 +20,7 @@ from edgerobust.attacks import parse_attacks, parse_eps
 from edgerobust.attacks.overrides import parse_overrides
 from edgerobust.console import attack_table, eval_table, pct, print_device_check
 from edgerobust.errors import ConfigError, EdgeRobustError
-from edgerobust.models import list_archs
+from edgerobust.models import is_arch, list_archs
 from edgerobust.runtimes import list_runtimes
 
 app = typer.Typer(
@@ -78,9 +78,18 @@ def _formats() -> list[str]:
     return list_exporters()
 
 
+def _arch(value: str | None) -> str | None:
+    """Registered architectures, plus any timm model as ``timm:NAME`` (checked when built)."""
+    if value is not None and not is_arch(value):
+        raise typer.BadParameter(
+            f"unknown architecture {value!r}: choose one of {', '.join(list_archs())} or timm:NAME"
+        )
+    return value
+
+
 _ARCH = typer.Option(
-    help=f"Architecture: {', '.join(list_archs())}.",
-    callback=_registered("architecture", list_archs),
+    help=f"Architecture: {', '.join(list_archs())}, or any timm model as timm:NAME.",
+    callback=_arch,
 )
 _RUNTIME = typer.Option(
     help=f"Runtime: {', '.join(list_runtimes())} (default: the format's own).",
@@ -259,8 +268,13 @@ def compress_quantize(
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder, if it moved since training.")
     ] = None,
+    keep_fp32: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated module names left in fp32 (e.g. backbone.conv1)."),
+    ] = None,
 ) -> None:
-    """Post-training static int8 quantization (eager mode), calibrated on source images."""
+    """Post-training static int8 quantization (eager for ResNets, FX graph mode otherwise),
+    calibrated on source images."""
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
     from edgerobust.errors import require_torch
@@ -275,6 +289,7 @@ def compress_quantize(
         batch_size,
         str(out) if out else None,
         str(data) if data else None,
+        keep_fp32=_csv(keep_fp32) or (),
     )
     with RichReporter() as rep:
         rec = quantize_checkpoint(cfg, rep)
@@ -363,9 +378,7 @@ def compress_distill(
     out: Annotated[Path, typer.Option(help="Run folder (model.safetensors, distill.json).")],
     student: Annotated[
         str,
-        typer.Option(
-            help="Student architecture.", callback=_registered("architecture", list_archs)
-        ),
+        typer.Option(help="Student architecture (or timm:NAME).", callback=_arch),
     ] = "resnet18",
     student_weights: Annotated[
         str, typer.Option(help="imagenet (paper) | none | PATH to a local weight file.")
