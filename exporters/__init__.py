@@ -314,7 +314,7 @@ def _manifest(
             "layout": "NCHW",
             "color": "RGB",
             "range": [0.0, 1.0],
-            "normalization": "inside the model (ImageNet mean/std)",
+            "normalization": f"inside the model (mean {list(spec.mean)}, std {list(spec.std)})",
         },
         file=final.name,
         sha256=sha256_file(tmp),

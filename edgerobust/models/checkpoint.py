@@ -101,7 +101,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> Path
     bad = [k for k, v in raw.items() if not torch.is_tensor(v) or v.is_quantized]
     if bad:
         raise TypeError(f"save the prepared (observed) model, not the converted one: {bad[0]}")
-    state = {k: v.detach().cpu().contiguous() for k, v in raw.items()}
+    # FX-prepared models share one observer between some nodes; safetensors refuses shared
+    # storage, so a repeated tensor is stored as a copy (loading fills the shared one twice).
+    state, seen = {}, set()
+    for k, v in raw.items():
+        v = v.detach().cpu().contiguous()
+        key = v.untyped_storage().data_ptr()
+        state[k] = v.clone() if v.nbytes and key in seen else v
+        seen.add(key)
     blob = save(state, metadata={SPEC_KEY: json.dumps(spec.to_dict())})
     path = Path(path)
     atomic_write_bytes(path, blob)
