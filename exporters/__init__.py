@@ -118,7 +118,13 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
     """Export one artifact; see the module docstring for the parity gate."""
     import torch
 
-    from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+    from edgerobust.compress.quantize import (
+        calibrate,
+        convert_prepared,
+        host_engine,
+        prepare_ptsq,
+        ptsq_scheme,
+    )
     from edgerobust.data import origin_split, spread_batches
     from edgerobust.models.build import count_params
     from edgerobust.models.checkpoint import load_checkpoint, read_spec, resolve
@@ -190,7 +196,8 @@ def export(req: ExportRequest, reporter: Reporter | None = None) -> ExportResult
             n_cal = calibrate(prepared, calibration_batches(), progress=lambda i: rep.advance(t))
             rep.done(t)
             model_to_save = convert_prepared(prepared, engine)
-            notes.append(f"eager PTSQ ({engine}) calibrated on {n_cal} source training images")
+            scheme = ptsq_scheme(ckpt.model)
+            notes.append(f"{scheme} ({engine}) calibrated on {n_cal} source training images")
         torch.backends.quantized.engine = engine
         int8_twin = model_to_save
     elif quant == "int8":
