@@ -26,7 +26,7 @@ from edgerobust.console import (
     print_device_check,
 )
 from edgerobust.errors import ConfigError, EdgeRobustError
-from edgerobust.models import list_archs
+from edgerobust.models import is_arch, list_archs
 from edgerobust.runtimes import list_runtimes
 
 app = typer.Typer(
@@ -95,9 +95,18 @@ def _int8_targets() -> list[str]:
     return list(TARGET_CHOICES)
 
 
+def _arch(value: str | None) -> str | None:
+    """Registered architectures, plus any timm model as ``timm:NAME`` (checked when built)."""
+    if value is not None and not is_arch(value):
+        raise typer.BadParameter(
+            f"unknown architecture {value!r}: choose one of {', '.join(list_archs())} or timm:NAME"
+        )
+    return value
+
+
 _ARCH = typer.Option(
-    help=f"Architecture: {', '.join(list_archs())}.",
-    callback=_registered("architecture", list_archs),
+    help=f"Architecture: {', '.join(list_archs())}, or any timm model as timm:NAME.",
+    callback=_arch,
 )
 _RUNTIME = typer.Option(
     help=f"Runtime: {', '.join(list_runtimes())} (default: the format's own).",
@@ -379,8 +388,13 @@ def compress_quantize(
         bool,
         typer.Option(help="Keep a model whose int8 agrees with fp32 below the export gate's bar."),
     ] = False,
+    keep_fp32: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated module names left in fp32 (e.g. backbone.conv1)."),
+    ] = None,
 ) -> None:
-    """Post-training static int8 quantization (eager mode), calibrated on source images."""
+    """Post-training static int8 quantization (eager for ResNets, FX graph mode otherwise),
+    calibrated on source images."""
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
     from edgerobust.errors import require_torch
@@ -396,6 +410,7 @@ def compress_quantize(
         str(out) if out else None,
         str(data) if data else None,
         force,
+        keep_fp32=_csv(keep_fp32) or (),
     )
     with RichReporter() as rep:
         rec = quantize_checkpoint(cfg, rep)
@@ -489,9 +504,7 @@ def compress_distill(
     ],
     student: Annotated[
         str,
-        typer.Option(
-            help="Student architecture.", callback=_registered("architecture", list_archs)
-        ),
+        typer.Option(help="Student architecture (or timm:NAME).", callback=_arch),
     ] = "resnet18",
     student_weights: Annotated[
         str, typer.Option(help="imagenet (paper) | none | PATH to a local weight file.")

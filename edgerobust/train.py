@@ -182,7 +182,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model, weights_info = create_model(cfg.arch, len(src.classes), weights=cfg.weights)
-    spec = ModelSpec(arch=cfg.arch, class_names=src.classes, input_size=cfg.image_size)
+    spec = ModelSpec(
+        arch=cfg.arch,
+        class_names=src.classes,
+        input_size=cfg.image_size,
+        **normalization(model),
+    )
     origin = {"kind": "train", **src.origin(), "weights": weights_info, "config": cfg.to_dict()}
     result = src.fit(
         model,
@@ -218,6 +223,15 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         weights=weights_info,
     )
     return write_record(out, "train.json", record)
+
+
+def normalization(model: nn.Module) -> dict[str, tuple[float, ...]]:
+    """The mean/std a :class:`~edgerobust.models.build.Classifier` carries, for its spec."""
+    norm = model.normalize
+    return {
+        "mean": tuple(round(v, 6) for v in norm.mean.flatten().tolist()),
+        "std": tuple(round(v, 6) for v in norm.std.flatten().tolist()),
+    }
 
 
 def decode_for_training(domain: Domain, size: int, reporter: Reporter) -> Images:

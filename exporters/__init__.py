@@ -172,7 +172,13 @@ def export_checkpoint(
     (:mod:`edgerobust.api`) passes models built from the user's own module this way."""
     import torch
 
-    from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
+    from edgerobust.compress.quantize import (
+        calibrate,
+        convert_prepared,
+        host_engine,
+        prepare_ptsq,
+        ptsq_scheme,
+    )
     from edgerobust.data import origin_split, spread_batches
     from edgerobust.models.build import count_params
     from edgerobust.models.checkpoint import load_checkpoint
@@ -235,7 +241,8 @@ def export_checkpoint(
             n_cal = calibrate(prepared, calibration_batches(), progress=lambda i: rep.advance(t))
             rep.done(t)
             model_to_save = convert_prepared(prepared, engine)
-            notes.append(f"eager PTSQ ({engine}) calibrated on {n_cal} source training images")
+            scheme = ptsq_scheme(ckpt.model)
+            notes.append(f"{scheme} ({engine}) calibrated on {n_cal} source training images")
         torch.backends.quantized.engine = engine
         int8_twin = model_to_save
     elif quant == "int8":
@@ -399,7 +406,7 @@ def _manifest(
             "layout": "NCHW",
             "color": "RGB",
             "range": [0.0, 1.0],
-            "normalization": "inside the model (ImageNet mean/std)",
+            "normalization": f"inside the model (mean {list(spec.mean)}, std {list(spec.std)})",
         },
         file=final.name,
         sha256=sha256_file(tmp),

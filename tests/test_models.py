@@ -23,8 +23,19 @@ from edgerobust.models.build import (
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
+FAMILIES = (
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+)
+TINY = ("tinyresnet", "tinymobilenetv2", "tinymobilenetv3", "tinyefficientnet_lite")
+
+
 def test_registry_lists_every_resnet():
-    assert set(RESNETS) | {"tinyresnet"} == set(list_archs())
+    assert set(RESNETS) | set(FAMILIES) | set(TINY) == set(list_archs())
     assert list_archs("resnet1*") == ["resnet18", "resnet101", "resnet152"]
     with pytest.raises(ConfigError, match="resnet18"):
         get_arch("resnet9000")

@@ -123,7 +123,14 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
     Writes ``OUT/model.safetensors`` (best validation epoch), ``OUT/last.safetensors`` (resume
     point: rerunning the same command continues) and ``OUT/distill.json`` (the record).
     """
-    from edgerobust.train import FitConfig, SourceSplit, accuracy, pick_device, write_record
+    from edgerobust.train import (
+        FitConfig,
+        SourceSplit,
+        accuracy,
+        normalization,
+        pick_device,
+        write_record,
+    )
 
     cfg.validate()
     rep = reporter or NullReporter()
@@ -182,8 +189,7 @@ def distill(cfg: DistillConfig, reporter: Reporter | None = None) -> dict[str, A
         arch=cfg.student,
         class_names=tspec.class_names,
         input_size=tspec.input_size,
-        mean=tspec.mean,
-        std=tspec.std,
+        **normalization(student),  # the student's family's, not the teacher's
     )
     # what the student is, recorded both in its checkpoint's origin and in the run record
     kd = {

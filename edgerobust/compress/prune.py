@@ -7,12 +7,19 @@ of all its blocks and the downsample projection (plus, for basic blocks, the ste
 filters are ranked and removed as one group, and the skip additions keep matching shapes. The
 classifier's outputs (the classes) and the stem's RGB input are never pruned.
 
+The same holds for the inverted-residual families (MobileNetV2/V3, EfficientNet-Lite, timm
+models): a depthwise conv's filters are tied one to one to its input channels, so the expansion
+conv, the depthwise conv (whose ``groups`` shrinks with its channels), their batch norms, the
+squeeze-excitation convs that gate them and the projection's inputs form one group; residual
+streams couple the projections of a stage. Torch-Pruning's dependency graph finds all of it.
+
 **Importance** (the paper's eq. 1): ``Score(F_i) = sum_j |F_ij|``, the L1 norm of each filter.
 A group of coupled filters is scored by the sum of its filters' L1 norms. Within each group the
 lowest-scoring channels are removed.
 
 **One sensitivity parameter.** ``s`` in (0, 1) sets every group's ratio: a group in stage ``k``
-(1-4; the stem counts as stage 1) loses the fraction ``r_k = s * w_k`` of its channels, with
+(1-4; the stem counts as stage 1; for families without ResNet's ``layerN`` stages, the
+quarter of the network by conv order) loses the fraction ``r_k = s * w_k`` of its channels, with
 stage weights ``w = (0.4, 0.6, 0.8, 1.0)`` by default: deeper stages, which hold most of the
 parameters and are the least sensitive to pruning in Li et al.'s sensitivity analysis, are pruned
 hardest; ``s`` itself is the deepest stage's ratio. A group of ``C`` channels keeps
@@ -43,7 +50,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgerobust.errors import ConfigError
-from edgerobust.models.build import build_model, count_params, layer_widths
+from edgerobust.models.build import build_model, count_params, is_depthwise, layer_widths
 from edgerobust.models.checkpoint import (
     CHECKPOINT_NAME,
     ModelSpec,
@@ -87,11 +94,15 @@ def parse_count(value: str | int | float) -> int:
 # ----------------------------------------------------------------------------- importance
 
 
+_FILTERS = (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels)
+
+
 class FilterL1Importance(tp.importance.Importance):
     """Li et al.'s eq. 1 for a group of coupled filters: ``sum_j |F_ij|`` summed over the group.
 
-    Only convolution *filters* (output channels) count; torch-pruning's ``MagnitudeImportance``
-    would also add batch-norm scales and the consumers' input weights, which is not eq. 1.
+    Only convolution *filters* (output channels, depthwise filters included) count;
+    torch-pruning's ``MagnitudeImportance`` would also add batch-norm scales and the consumers'
+    input weights, which is not eq. 1.
     """
 
     @torch.no_grad()
@@ -99,7 +110,7 @@ class FilterL1Importance(tp.importance.Importance):
         score: torch.Tensor | None = None
         for i, (dep, idxs) in enumerate(group):
             layer = dep.layer
-            if dep.pruning_fn != tp.prune_conv_out_channels or not isinstance(layer, nn.Conv2d):
+            if dep.pruning_fn not in _FILTERS or not isinstance(layer, nn.Conv2d):
                 continue
             l1 = layer.weight.detach()[idxs].flatten(1).abs().sum(1).float().cpu()
             root = torch.as_tensor(group[i].root_idxs, dtype=torch.long)
@@ -129,14 +140,32 @@ class _Layer:
     cout: int
     kernel: int  # kernel elements (kh * kw; 1 for linear)
     groups: int
+    depthwise: bool  # groups == in == out, before and after pruning
     bias: bool
     in_group: int | None
     out_group: int | None
 
 
-def _stage(name: str) -> int:
-    m = re.search(r"(?:^|\.)layer(\d+)\.", name)
-    return int(m.group(1)) if m else 1  # the stem counts as stage 1
+def _stage(name: str, convs: list[str]) -> int:
+    """ResNet's ``layerN`` (the stem counts as stage 1); elsewhere the quarter by conv order."""
+    if any(re.search(r"(?:^|\.)layer\d+\.", c) for c in convs):
+        m = re.search(r"(?:^|\.)layer(\d+)\.", name)
+        return int(m.group(1)) if m else 1
+    return 1 + min(3, 4 * convs.index(name) // len(convs))
+
+
+def stage_label(name: str, convs: list[str]) -> str:
+    """``stem``/``layerN`` for ResNets, ``stageK`` (quarters by conv order) for other families."""
+    if any(re.search(r"(?:^|\.)layer\d+\.", c) for c in convs):
+        m = re.search(r"(?:^|\.)(layer\d+)\.", name)
+        return m.group(1) if m else "stem"
+    return f"stage{_stage(name, convs)}"
+
+
+def _out_fn(conv: nn.Module):
+    return (
+        tp.prune_depthwise_conv_out_channels if is_depthwise(conv) else tp.prune_conv_out_channels
+    )
 
 
 class PruningPlan:
@@ -159,6 +188,7 @@ class PruningPlan:
         self.params_before = count_params(model)
         names = {m: n for n, m in model.named_modules()}
         self.modules = dict(model.named_modules())
+        self.conv_order = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
         classifier = _last_linear(model)
         was_training = model.training
         model.eval()
@@ -179,16 +209,22 @@ class PruningPlan:
                 name = names[mod]
                 if isinstance(mod, nn.BatchNorm2d):
                     out_group[name] = gid
-                elif dep.pruning_fn == tp.prune_conv_out_channels:
+                elif dep.pruning_fn in _FILTERS:
                     out_group[name] = gid
                     convs.append(name)
-                elif dep.pruning_fn in (tp.prune_conv_in_channels, tp.prune_linear_in_channels):
+                    if dep.pruning_fn == tp.prune_depthwise_conv_out_channels:
+                        in_group[name] = gid  # a depthwise conv's inputs go with its filters
+                elif dep.pruning_fn in (
+                    tp.prune_conv_in_channels,
+                    tp.prune_linear_in_channels,
+                    tp.prune_depthwise_conv_in_channels,
+                ):
                     in_group[name] = gid
             root = names[group[0].dep.target.module]
             self.groups.append(
                 ChannelGroup(
                     root=root,
-                    stage=min(_stage(c) for c in convs),
+                    stage=min(_stage(c, self.conv_order) for c in convs),
                     channels=self.graph.get_out_channels(self.modules[root]),
                     convs=tuple(sorted(convs)),
                 )
@@ -197,11 +233,12 @@ class PruningPlan:
         for name, m in model.named_modules():
             if isinstance(m, nn.Conv2d):
                 k = int(np.prod(m.kernel_size))
-                spec = ("conv", m.in_channels, m.out_channels, k, m.groups, m.bias is not None)
+                dw = is_depthwise(m)
+                spec = ("conv", m.in_channels, m.out_channels, k, m.groups, dw, m.bias is not None)
             elif isinstance(m, nn.BatchNorm2d):
-                spec = ("bn", m.num_features, m.num_features, 0, 1, m.affine)
+                spec = ("bn", m.num_features, m.num_features, 0, 1, False, m.affine)
             elif isinstance(m, nn.Linear):
-                spec = ("linear", m.in_features, m.out_features, 1, 1, m.bias is not None)
+                spec = ("linear", m.in_features, m.out_features, 1, 1, False, m.bias is not None)
             else:
                 continue
             self.layers[name] = _Layer(*spec, in_group.get(name), out_group.get(name))
@@ -241,6 +278,8 @@ class PruningPlan:
             ly = self.layers[name]
             if ly.kind == "bn":
                 counts[name] = 2 * cout if ly.bias else 0
+            elif ly.depthwise:
+                counts[name] = cout * ly.kernel + (cout if ly.bias else 0)
             else:
                 counts[name] = cin // ly.groups * cout * ly.kernel + (cout if ly.bias else 0)
         return counts
@@ -322,6 +361,7 @@ class PruneSummary:
     channels_before: int  # prunable channels (each coupled group counted once)
     channels_after: int
     layer_channels: dict[str, tuple[int, int]]  # conv -> (out before, out after)
+    stages: dict[str, str] | None = None  # conv -> stage label; None: ResNet's regex
 
     @property
     def compression_rate(self) -> float:
@@ -336,9 +376,9 @@ class PruneSummary:
     def stage_channel_ratios(self) -> dict[str, float]:
         """Kept/original conv output channels per stage (``stem``, ``layer1``...)."""
         acc: dict[str, list[int]] = {}
+        convs = list(self.layer_channels)
         for name, (before, after) in self.layer_channels.items():
-            m = re.search(r"(?:^|\.)(layer\d+)\.", name)
-            key = m.group(1) if m else "stem"
+            key = self.stages[name] if self.stages else stage_label(name, convs)
             a = acc.setdefault(key, [0, 0])
             a[0] += before
             a[1] += after
@@ -384,16 +424,14 @@ def prune_model(
         if k >= g.channels:
             continue
         root = plan.modules[g.root]
-        full = plan.graph.get_pruning_group(
-            root, tp.prune_conv_out_channels, idxs=list(range(g.channels))
-        )
+        full = plan.graph.get_pruning_group(root, _out_fn(root), idxs=list(range(g.channels)))
         score = importance(full)
         # Stable sort: equal scores (e.g. a freshly initialized model) prune deterministically.
         drop = torch.argsort(score, stable=True)[: g.channels - k].tolist()
         choices.append((g.root, root, sorted(drop)))
     # Groups own disjoint output channels, so indices chosen up front stay valid while pruning.
     for name, root, drop in choices:
-        group = plan.graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs=drop)
+        group = plan.graph.get_pruning_group(root, _out_fn(root), idxs=drop)
         if not plan.graph.check_pruning_group(group):  # pragma: no cover - keep >= 1 prevents it
             raise RuntimeError(f"torch-pruning refused to prune the group of {name}")
         group.prune()
@@ -415,6 +453,7 @@ def prune_model(
         channels_before=sum(g.channels for g in plan.groups),
         channels_after=sum(keep),
         layer_channels=layer_channels,
+        stages={n: stage_label(n, plan.conv_order) for n in layer_channels},
     )
 
 

@@ -26,6 +26,7 @@ class QuantizeConfig:
     out: str | None = None  # default: <checkpoint's run folder>-int8-<engine>
     data: str | None = None
     force: bool = False  # keep a model whose int8 agrees with fp32 below the export gate's bar
+    keep_fp32: tuple[str, ...] = ()  # module names left in fp32 (e.g. the most sensitive layers)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,7 +39,13 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     """
     import torch
 
-    from edgerobust.compress.quantize import calibrate, check_engine, convert_prepared, prepare_ptsq
+    from edgerobust.compress.quantize import (
+        calibrate,
+        check_engine,
+        convert_prepared,
+        prepare_ptsq,
+        ptsq_scheme,
+    )
     from edgerobust.exporters import DEFAULT_MIN_AGREEMENT
     from edgerobust.train import predictions, write_record
 
@@ -54,7 +61,8 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     _, images, split = origin_split(src.spec.origin, src.spec.input_size, cfg.data)
     val_idx = split.val
     batches = spread_batches(images, split.train, cfg.calib_batches, cfg.batch_size)
-    prepared = prepare_ptsq(src.model, cfg.engine)
+    keep = tuple(cfg.keep_fp32)
+    prepared = prepare_ptsq(src.model, cfg.engine, keep)
     t = rep.task(f"calibrate ({cfg.engine})", len(batches))
     n_cal = calibrate(prepared, batches, progress=lambda i: rep.advance(t))
     rep.done(t)
@@ -67,7 +75,12 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
     spec = src.spec.__class__(
         **{
             **src.spec.__dict__,
-            "quant": {"scheme": "ptsq-eager", "engine": cfg.engine, "calibration_images": n_cal},
+            "quant": {
+                "scheme": ptsq_scheme(src.model, keep),
+                "engine": cfg.engine,
+                "calibration_images": n_cal,
+                "keep_fp32": list(keep),
+            },
         },
     ).with_origin(
         **{

@@ -1,7 +1,23 @@
-"""Post-training static quantization (PTSQ), eager mode, as in the paper (section 3.1.3).
+"""Post-training static quantization (PTSQ), as in the paper (section 3.1.3).
 
 fuse conv-bn(-relu) -> attach the engine's default qconfig (per-channel int8 weights, histogram-
 calibrated uint8 activations) -> calibrate on source-domain training images -> convert.
+
+Two paths, one result (a module running the engine's int8 kernels):
+
+- **eager** (``ptsq-eager``), for the ResNets: torchvision's quantizable ResNet with its own
+  ``fuse_model``, the paper's procedure exactly, as before.
+- **FX graph mode** (``ptsq-fx``), for every other family (MobileNets, timm models) and for any
+  model with layers kept in fp32 (``keep_fp32``): ``prepare_fx`` traces the model, fuses
+  conv-bn(-relu) and places observers by itself, so no per-model hand fusing. FX rather than
+  PT2E (torchao): PT2E's ``convert_pt2e`` yields a graph of fp32 ops between quantize/dequantize
+  nodes, meant to be lowered by ExecuTorch or Inductor; traced to TorchScript/lite it would run
+  fp32 kernels. FX's ``convert_fx`` yields modules with the fbgemm/qnnpack int8 kernels, which
+  the TorchScript and lite exporters trace and save as they do the eager model, and torchao is
+  not needed. Both APIs print deprecation notices in torch 2.10+; both still work.
+
+``keep_fp32`` names modules (as in ``model.named_modules()``, e.g. ``backbone.blocks.0.0.conv_dw``)
+whose qconfig is ``None``: they stay fp32, with quantize/dequantize around them.
 
 The engine decides the int8 kernels: ``x86``/``fbgemm`` for Intel/AMD servers and laptops,
 ``qnnpack`` for ARM (phones, Raspberry Pi). A model converted for one engine must run with that
@@ -12,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from enum import Enum
 
@@ -54,16 +70,83 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def prepare_ptsq(model: nn.Module, engine: str) -> nn.Module:
-    """A fused copy of ``model`` with observers attached, ready for calibration."""
+EAGER, FX = "ptsq-eager", "ptsq-fx"
+FX_EXAMPLE_SIZE = 32  # FX traces symbolically: the example input's size does not matter
+
+
+def ptsq_scheme(model: nn.Module, keep_fp32: Sequence[str] = ()) -> str:
+    """``ptsq-eager`` for a model with its own ``fuse_model`` (the ResNets) and nothing kept in
+    fp32; ``ptsq-fx`` otherwise (see the module docstring)."""
+    eager = hasattr(getattr(model, "backbone", None), "fuse_model")
+    return EAGER if eager and not keep_fp32 else FX
+
+
+def prepare_ptsq(model: nn.Module, engine: str, keep_fp32: Sequence[str] = ()) -> nn.Module:
+    """A fused copy of ``model`` with observers attached, ready for calibration.
+
+    ``keep_fp32``: module names left in fp32 (FX path). Unknown names are an error.
+    """
     engine = check_engine(engine)
     torch.backends.quantized.engine = engine
     prepared = copy.deepcopy(model).cpu().eval()
-    with quiet():
-        prepared.backbone.fuse_model()
-        prepared.backbone.qconfig = torch.ao.quantization.get_default_qconfig(engine)
-        torch.ao.quantization.prepare(prepared, inplace=True)
-    return prepared
+    names = dict(prepared.named_modules())
+    unknown = [n for n in keep_fp32 if n not in names]
+    if unknown:
+        raise ConfigError(
+            f"keep_fp32 names {unknown[0]!r}, which the model lacks (names as in named_modules(), "
+            "e.g. backbone.conv1)"
+        )
+    if ptsq_scheme(model, keep_fp32) == EAGER:
+        with quiet():
+            prepared.backbone.fuse_model()
+            prepared.backbone.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+            torch.ao.quantization.prepare(prepared, inplace=True)
+        return prepared
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    _plain_norm_act(prepared)
+    mapping = get_default_qconfig_mapping(engine)
+    for name in keep_fp32:
+        mapping = mapping.set_module_name(name, None)
+    example = torch.rand(1, 3, FX_EXAMPLE_SIZE, FX_EXAMPLE_SIZE)
+    try:
+        with quiet():
+            return prepare_fx(prepared, mapping, (example,))
+    except Exception as exc:
+        raise ConfigError(
+            f"FX graph-mode quantization cannot trace this model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}): export it in fp32, or to ONNX int8"
+        ) from exc
+
+
+def _plain_norm_act(model: nn.Module) -> None:
+    """Split batch-norm subclasses that carry their activation (timm's ``BatchNormAct2d``) into
+    ``Sequential(BatchNorm2d, act)`` in place.
+
+    FX traces into such a module and would meet a functional ``batch_norm`` it cannot fuse with
+    the conv before it; as a plain ``BatchNorm2d`` module it fuses (conv-bn, conv-bn-relu).
+    Deterministic, so a checkpoint's prepared state reloads into a model prepared the same way.
+    """
+    for parent in list(model.modules()):
+        for cname, child in list(parent.named_children()):
+            if type(child) is nn.BatchNorm2d or not isinstance(child, nn.BatchNorm2d):
+                continue
+            act = getattr(child, "act", None)
+            if not isinstance(act, nn.Module):
+                continue
+            bn = nn.BatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum if child.momentum is not None else 0.1,
+                child.affine,
+                child.track_running_stats,
+            )
+            bn.load_state_dict(child.state_dict())
+            bn.train(child.training)
+            drop = getattr(child, "drop", None)
+            layers = [bn] + ([drop] if isinstance(drop, nn.Module) else []) + [act]
+            setattr(parent, cname, nn.Sequential(*layers))
 
 
 def calibrate(
@@ -89,4 +172,8 @@ def convert_prepared(prepared: nn.Module, engine: str) -> nn.Module:
     engine = check_engine(engine)
     torch.backends.quantized.engine = engine
     with quiet():
+        if isinstance(prepared, torch.fx.GraphModule):
+            from torch.ao.quantization.quantize_fx import convert_fx
+
+            return convert_fx(copy.deepcopy(prepared).eval())
         return torch.ao.quantization.convert(copy.deepcopy(prepared).eval(), inplace=False)

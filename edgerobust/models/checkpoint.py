@@ -36,7 +36,8 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     widths: dict[str, list[int]] | None = None  # pruned models: {layer: [in, out]}
-    quant: dict[str, Any] | None = None  # PTSQ: {"scheme": "ptsq-eager", "engine": ...}
+    # PTSQ: {"scheme": "ptsq-eager" | "ptsq-fx", "engine": ..., "keep_fp32": [module names]}
+    quant: dict[str, Any] | None = None
     origin: dict[str, Any] = field(default_factory=dict)  # how it was made (train/prune/...)
     spec_version: int = SPEC_VERSION
 
@@ -100,7 +101,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> Path
     bad = [k for k, v in raw.items() if not torch.is_tensor(v) or v.is_quantized]
     if bad:
         raise TypeError(f"save the prepared (observed) model, not the converted one: {bad[0]}")
-    state = {k: v.detach().cpu().contiguous() for k, v in raw.items()}
+    # FX-prepared models share one observer between some nodes; safetensors refuses shared
+    # storage, so a repeated tensor is stored as a copy (loading fills the shared one twice).
+    state, seen = {}, set()
+    for k, v in raw.items():
+        v = v.detach().cpu().contiguous()
+        key = v.untyped_storage().data_ptr()
+        state[k] = v.clone() if v.nbytes and key in seen else v
+        seen.add(key)
     blob = save(state, metadata={SPEC_KEY: json.dumps(spec.to_dict())})
     path = Path(path)
     atomic_write_bytes(path, blob)
@@ -145,9 +153,16 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> Checkpoint:
         spec.arch, spec.num_classes, widths=spec.widths, mean=spec.mean, std=spec.std
     )
     if spec.quant:
-        from edgerobust.compress.quantize import convert_prepared, prepare_ptsq
+        from edgerobust.compress.quantize import convert_prepared, prepare_ptsq, ptsq_scheme
 
-        model = prepare_ptsq(model, spec.quant["engine"])
+        keep = tuple(spec.quant.get("keep_fp32", ()))
+        scheme = spec.quant.get("scheme", "ptsq-eager")
+        if scheme != ptsq_scheme(model, keep):
+            raise CheckpointError(
+                f"{path} was quantized with {scheme}, which this version of edgerobust does not "
+                f"use for {spec.arch}: quantize its fp32 parent again"
+            )
+        model = prepare_ptsq(model, spec.quant["engine"], keep)
         _load_state(model, state, path)
         model = convert_prepared(model, spec.quant["engine"])
     else:
