@@ -9,7 +9,6 @@ folder so no test ever writes ``~/.cache``.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,22 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import IMAGE_SIZE, PER_CLASS, SOURCE, one_torch_thread  # noqa: F401 - shared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
-IMAGE_SIZE = 32
-PER_CLASS = 10
-SOURCE = "studio"
-
-
-def one_torch_thread() -> None:
-    """Run torch on one thread. The machine's two cores are shared: when another process keeps
-    them busy, two OpenMP threads spin against each other and a 5 ms training step of the tiny
-    model takes 1.6 s. (Runtimes set the process-wide thread count when they load, so this is
-    re-applied before every test.)"""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_SIZE, SOURCE, one_torch_thread
+from support import IMAGE_SIZE, SOURCE, one_torch_thread
 from torch import nn
 
 from edgerobust.errors import CheckpointError, ConfigError
