@@ -126,11 +126,13 @@ class ExecuTorchRuntime:
         import executorch.version
         from executorch.extension.pybindings import portable_lib
 
+        # executorch 1.0 (the Pi's) has no _threadpool_get_thread_count: None there, not a guess
+        count = getattr(portable_lib, "_threadpool_get_thread_count", None)
         return {
             "runtime": self.name,
             "version": executorch.version.__version__,
             "threads": self.threads,
-            "threadpool": int(portable_lib._threadpool_get_thread_count()),
+            "threadpool": int(count()) if count else None,
             "backend": BACKEND,
             "max_batch": self.max_batch,
         }

@@ -138,14 +138,27 @@ def pte_artifacts(tmp_path_factory, trained) -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76"])
+# Measured: executorch 1.0.1's XNNPACK dies with "Illegal instruction" running the int8 program on
+# the emulated Cortex-A72 (fp32 runs); the A76 was not yet run.
+A72_INT8 = pytest.mark.xfail(reason="int8 .pte: Illegal instruction on emulated A72", strict=False)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "quant"),
+    [
+        ("cortex-a72", "fp32"),
+        pytest.param("cortex-a72", "int8", marks=A72_INT8),
+        ("cortex-a76", "fp32"),
+        ("cortex-a76", "int8"),
+    ],
+)
 def test_pte_runs_on_the_emulated_pi_like_this_host(
-    can_emulate, pte_artifacts, synthetic_root, cpu
+    can_emulate, pte_artifacts, synthetic_root, cpu, quant
 ):
     from edgerobust.device.emulation import EXECUTORCH_ARM, TORCH_ARM
 
     cfg = DeviceCheckConfig(
-        artifacts=(str(pte_artifacts["fp32"]), str(pte_artifacts["int8"])),
+        artifacts=(str(pte_artifacts[quant]),),
         cpu=cpu,
         data=str(synthetic_root),
         domains=("webcam",),
