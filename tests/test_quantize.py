@@ -144,3 +144,32 @@ def test_bad_calibration_options(trained):
 
 def test_host_engine_is_available():
     assert host_engine() in torch.backends.quantized.supported_engines
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+@pytest.mark.parametrize("act", [torch.nn.ReLU6, lambda: torch.nn.Hardtanh(-1.0, 2.0)])
+def test_fx_int8_with_clamping_activations_tracks_fp32(engine, act):
+    """ReLU6 after a convolution (MobileNetV2, EfficientNet-Lite) must survive FX PTSQ on every
+    engine. QNNPACK's quantized clamp is wrong on the channels-last tensors convolutions return
+    (about -2 dB against fp32 before edgerobust worked around it); int8 must stay close to fp32."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        act(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),  # depthwise, as in the edge families
+        torch.nn.BatchNorm2d(16),
+        act(),
+        torch.nn.Conv2d(16, 8, 1),
+    ).eval()
+    for bn in (model[1], model[4]):
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 3.0)
+    x = torch.rand(16, 3, 24, 24)
+    prepared = prepare_ptsq(model, engine)
+    calibrate(prepared, [x[:8].numpy(), x[8:].numpy()])
+    int8 = convert_prepared(prepared, engine)
+    with torch.inference_mode():
+        ref, out = model(x), int8(x)
+    sqnr_db = 10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean())
+    assert sqnr_db > 20, f"{engine}: int8 is {sqnr_db:.1f} dB from fp32"
