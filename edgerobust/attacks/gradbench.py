@@ -24,7 +24,7 @@ from edgerobust import __version__
 from edgerobust.attacks import get, list_attacks
 from edgerobust.attacks.base import BATCH_SEED_STRIDE, RunContext, Strength
 from edgerobust.attacks.gradient import SETTLED, FoolboxAttack, GradStop
-from edgerobust.errors import ConfigError, DataError
+from edgerobust.errors import ConfigError
 from edgerobust.progress import NullReporter, Reporter
 
 RECORD_VERSION = 1
@@ -77,28 +77,12 @@ class AttackBenchConfig:
 
 def _images(cfg: AttackBenchConfig, ck: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The images ``edgerobust attack`` would take: the validation split, a seeded sample."""
-    from edgerobust.data import decode_domain, open_dataset
-    from edgerobust.evaluate import check_classes
+    from edgerobust.attacks.run import validation_images
     from edgerobust.runtimes.preprocess import to_input
 
-    origin = ck.spec.origin
-    root = cfg.data or origin.get("dataset")
-    if not root:
-        raise DataError(f"{ck.path} records no dataset: pass --data DIR")
-    ds = open_dataset(root)
-    check_classes(list(ck.spec.class_names), ds.classes, ds.root)
-    domain = cfg.domain or origin.get("source_domain")
-    if not domain:
-        raise ConfigError(f"{ck.path} records no source domain: pass --domain")
-    dom = ds.domain(domain)
-    split = ds.split(domain, origin.get("split_seed", 1), origin.get("val_fraction", 0.1))
-    images = decode_domain(dom, ck.spec.input_size)
-    idx = [i for i in split.val if images.ok[i]]
-    if not idx:
-        raise DataError(f"the validation split of {domain!r} has no readable image")
-    if cfg.limit is not None and cfg.limit < len(idx):
-        rng = np.random.default_rng(cfg.seed)
-        idx = sorted(rng.choice(idx, size=cfg.limit, replace=False).tolist())
+    ds, dom, domain, images, _, idx = validation_images(
+        ck, cfg.data, cfg.domain, cfg.limit, cfg.seed
+    )
     x = to_input(np.asarray(images.pixels[idx]))
     y = np.asarray(images.labels[idx], dtype=np.int64)
     info = {"root": str(ds.root), "domain": domain, "split": "val", "n": len(idx)}

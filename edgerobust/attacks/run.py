@@ -193,8 +193,6 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
         resolve_device,
         torch_numpy_model,
     )
-    from edgerobust.data import decode_domain, open_dataset
-    from edgerobust.evaluate import check_classes
     from edgerobust.models.checkpoint import load_checkpoint
     from edgerobust.runtimes import open_artifact
     from edgerobust.runtimes.manifest import atomic_write_json
@@ -209,7 +207,6 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     ck = load_checkpoint(cfg.checkpoint, device=str(device))
     int8 = bool(ck.spec.quant)
     src = _source(cfg, ck, int8, device, load_checkpoint)
-    origin = ck.spec.origin
     batch = _attack_batch(cfg, src, specs, device, rep)
     bs = batch["size"]
 
@@ -265,28 +262,10 @@ def run_attacks(cfg: AttackConfig, reporter: Reporter | None = None) -> dict[str
     source = next(tg for tg in targets if tg.name == source_name)
 
     # ---- images: the domain's validation split, optionally a seeded sample
-    root = cfg.data or origin.get("dataset")
-    if not root:
-        raise DataError(f"{ck.path} records no dataset: pass --data DIR")
-    ds = open_dataset(root)
-    check_classes(list(ck.spec.class_names), ds.classes, ds.root)
-    domain = cfg.domain or origin.get("source_domain")
-    if not domain:
-        raise ConfigError(f"{ck.path} records no source domain: pass --domain")
-    dom = ds.domain(domain)
-    split = ds.split(domain, origin.get("split_seed", 1), origin.get("val_fraction", 0.1))
-    t = rep.task(f"decode {domain}", len(dom))
-    images = decode_domain(
-        dom, ck.spec.input_size, progress=lambda d, n: rep.advance(t, 0, completed=d)
+    ds, dom, domain, images, split, idx = validation_images(
+        ck, cfg.data, cfg.domain, cfg.limit, cfg.seed, rep
     )
-    rep.done(t)
     unreadable = [dom.files[i] for i in split.val if not images.ok[i]]
-    idx = [i for i in split.val if images.ok[i]]
-    if not idx:
-        raise DataError(f"the validation split of {domain!r} has no readable image")
-    if cfg.limit is not None and cfg.limit < len(idx):
-        rng = np.random.default_rng(cfg.seed)
-        idx = sorted(rng.choice(idx, size=cfg.limit, replace=False).tolist())
     x = to_input(np.asarray(images.pixels[idx]))
     y = np.asarray(images.labels[idx], dtype=np.int64)
     n = len(idx)
@@ -517,3 +496,45 @@ __all__ = [
     "strengths",
     "summarise",
 ]
+
+
+def validation_images(
+    ck: Any,
+    data: str | None,
+    domain: str | None,
+    limit: int | None,
+    seed: int,
+    rep: Reporter | None = None,
+) -> tuple[Any, Any, str, Any, Any, list[int]]:
+    """The images the attacks take: the checkpoint's source (or ``domain``) validation split,
+    decoded at the model's size, readable ones only, optionally a seeded sample of ``limit``.
+
+    Returns ``(dataset, domain_data, domain, decoded, split, indices)``.
+    """
+    from edgerobust.data import decode_domain, open_dataset
+    from edgerobust.evaluate import check_classes
+
+    rep = rep or NullReporter()
+    origin = ck.spec.origin
+    root = data or origin.get("dataset")
+    if not root:
+        raise DataError(f"{ck.path} records no dataset: pass --data DIR")
+    ds = open_dataset(root)
+    check_classes(list(ck.spec.class_names), ds.classes, ds.root)
+    domain = domain or origin.get("source_domain")
+    if not domain:
+        raise ConfigError(f"{ck.path} records no source domain: pass --domain")
+    dom = ds.domain(domain)
+    split = ds.split(domain, origin.get("split_seed", 1), origin.get("val_fraction", 0.1))
+    t = rep.task(f"decode {domain}", len(dom))
+    images = decode_domain(
+        dom, ck.spec.input_size, progress=lambda d, n: rep.advance(t, 0, completed=d)
+    )
+    rep.done(t)
+    idx = [i for i in split.val if images.ok[i]]
+    if not idx:
+        raise DataError(f"the validation split of {domain!r} has no readable image")
+    if limit is not None and limit < len(idx):
+        rng = np.random.default_rng(seed)
+        idx = sorted(rng.choice(idx, size=limit, replace=False).tolist())
+    return ds, dom, domain, images, split, idx
