@@ -23,9 +23,10 @@ records anywhere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, Union
 
@@ -140,6 +141,43 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def encode_outcomes(correct: Iterable[Any]) -> str:
+    """Per-image outcomes as a compact string: ``"1"`` right, ``"0"`` wrong, in image order.
+
+    Two models measured on the same images (same ``images_sha256``) compare pairwise from these
+    (:mod:`edgerobust.report.findings`)."""
+    return "".join("1" if bool(c) else "0" for c in correct)
+
+
+def decode_outcomes(text: str) -> list[bool]:
+    """The inverse of :func:`encode_outcomes`; anything but ``0``/``1`` is a ConfigError."""
+    if not isinstance(text, str) or set(text) - {"0", "1"}:
+        raise ConfigError("per-image outcomes must be a string of 0 and 1")
+    return [c == "1" for c in text]
+
+
+def images_digest(files: Iterable[str]) -> str:
+    """sha256 of the ordered image list (relative paths, one per line): which images, in which
+    order, a per-image outcome string refers to."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def _check_outcomes(where: str, entry: Mapping[str, Any], n: Any, correct: Any) -> None:
+    """An entry's ``outcomes`` (when present) must be n images of which ``correct`` are right."""
+    text = entry.get("outcomes")
+    if text is None:
+        return
+    if not isinstance(text, str) or set(text) - {"0", "1"} or len(text) != n:
+        raise ConfigError(f"{where}: outcomes must be a 0/1 string of n={n} images")
+    if text.count("1") != correct:
+        raise ConfigError(
+            f"{where}: outcomes count {text.count('1')} right, the record says {correct}"
+        )
 
 
 def _is_number(value: Any) -> bool:
@@ -344,6 +382,7 @@ class EvalDeviceRecord(Record):
                     f"eval-device record: domain {d['domain']!r} has correct={correct!r} of "
                     f"n={n!r}: not counts with 0 <= correct <= n"
                 )
+            _check_outcomes(f"eval-device record: domain {d['domain']!r}", d, n, correct)
 
     def domain(self, name: str) -> dict[str, Any] | None:
         """The measurement on one domain, or None when this run did not measure it."""
@@ -413,6 +452,22 @@ class AttackRecord(Record):
             attacks.append(dict(items))
         return {**body, "attacks": attacks}
 
+    @classmethod
+    def _check_values(cls, body: dict[str, Any]) -> None:
+        super()._check_values(body)
+        for a in body["attacks"]:
+            for r in a["results"]:
+                outcomes = r.get("outcomes") if isinstance(r, dict) else None
+                if outcomes is None:
+                    continue
+                where = f"attack record: {a['attack']} on {r.get('target')!r}"
+                if not isinstance(outcomes, list) or len(outcomes) != len(a["eps"]):
+                    raise ConfigError(f"{where}: outcomes must hold one string per eps")
+                for text, acc in zip(outcomes, r.get("robust_accuracy") or [], strict=False):
+                    n = r.get("n")
+                    right = round(acc * n) if _is_number(acc) and _is_number(n) else None
+                    _check_outcomes(where, {"outcomes": text}, n, right)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AttackFigureRecord(Record):
@@ -436,6 +491,8 @@ class AttackFigureRecord(Record):
         "stop",
         "seed",
         "images",
+        "images_sha256",
+        "outcomes",
         "artifact",
         "runtime",
         "checkpoint",
@@ -456,10 +513,17 @@ class AttackFigureRecord(Record):
     stop: str | None = None
     seed: int | None = None
     images: str | None = None
+    images_sha256: str | None = None  # the attacked images, in order (records.images_digest)
+    outcomes: str | None = None  # per image: still right under the attack (encode_outcomes)
     artifact: dict[str, Any] | None = None
     runtime: dict[str, Any] | None = None
     checkpoint: str | None = None
     study: dict[str, Any] | None = None
+
+    @classmethod
+    def _check_values(cls, body: dict[str, Any]) -> None:
+        super()._check_values(body)
+        _check_outcomes("attack record", body, body.get("n"), body.get("robust_correct"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,6 +40,7 @@ import numpy as np
 from edgerobust.attacks.sanity import SanityFlag
 from edgerobust.errors import ConfigError
 from edgerobust.progress import NullReporter, Reporter
+from edgerobust.records import encode_outcomes
 
 #: A model as the attack code sees it: float32 NCHW [0, 1] numpy -> logits numpy.
 NumpyModel = Callable[[np.ndarray], np.ndarray]
@@ -482,6 +483,8 @@ def summarise(
         "robust_accuracy": [float(r) for r in robust],
         "success_rate": success_rate,
         "median_norm": median,
+        # per eps, per image (the record's data.files order): paired comparisons in findings
+        "outcomes": [encode_outcomes(row) for row in correct],
     }
 
 

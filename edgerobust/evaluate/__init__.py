@@ -41,7 +41,7 @@ from edgerobust.data import (
 from edgerobust.errors import ConfigError, DataError
 from edgerobust.evaluate.fingerprint import host_fingerprint
 from edgerobust.progress import NullReporter, Reporter
-from edgerobust.records import EvalDeviceRecord
+from edgerobust.records import EvalDeviceRecord, encode_outcomes, images_digest
 from edgerobust.runtimes import Runtime, open_artifact
 from edgerobust.runtimes.manifest import atomic_write_bytes, atomic_write_json
 from edgerobust.runtimes.preprocess import to_input
@@ -260,13 +260,13 @@ def evaluate(
         part, idx = domain_indices(ds.domain(name), man.source, cfg.limit)
         skipped = [ds.domain(name).files[i] for i in idx if not images.ok[i]]
         idx = [i for i in idx if images.ok[i]]
-        correct = 0
+        hits: list[np.ndarray] = [np.zeros(0, bool)]  # per image, in index order
         t = rep.task(f"{man.file} on {name}", len(idx))
         t0 = time.perf_counter()
         for s in range(0, len(idx), cfg.batch_size):
             sel = idx[s : s + cfg.batch_size]
             logits = model(to_input(np.asarray(images.pixels[sel])))
-            correct += int((logits.argmax(1) == images.labels[sel]).sum())
+            hits.append(np.asarray(logits.argmax(1) == images.labels[sel]))
             if cfg.logits_out:
                 files = ds.domain(name).files
                 rows = zip(sel, logits, strict=True)
@@ -275,6 +275,8 @@ def evaluate(
         elapsed = time.perf_counter() - t0
         rep.done(t)
         n = len(idx)
+        outcome = np.concatenate(hits)
+        correct = int(outcome.sum())
         lo, hi = wilson_interval(correct, n)
         results.append(
             {
@@ -288,6 +290,9 @@ def evaluate(
                 "unreadable_skipped": skipped,
                 "seconds": elapsed,
                 "throughput_images_per_s": n / elapsed if elapsed > 0 else None,
+                # per image, so two models measured on the same images compare pairwise
+                "images_sha256": images_digest(ds.domain(name).files[i] for i in idx),
+                "outcomes": encode_outcomes(outcome),
             }
         )
         attack_work.append((images, idx))

@@ -27,6 +27,7 @@ from edgerobust.records import (
     QuantizeRecord,
     Record,
     TrainRecord,
+    images_digest,
     read_record,
 )
 from edgerobust.report.cells import DASH, Acc, pooled
@@ -433,11 +434,13 @@ def attack_target_entries(rec: AttackRecord) -> dict[str, list[dict[str, Any]]]:
         if t["kind"] == "artifact"
     }
     out: dict[str, list[dict[str, Any]]] = {}
+    images = images_digest(rec.data.get("files") or [])
     for a in rec.attacks:
         eps = a["eps"]
         for r in a["results"]:
             accs = r["robust_accuracy"]
             n = r["n"]
+            outcomes = r.get("outcomes")
             for st, e in a["headline_eps"].items():
                 if st not in ("light", "heavy") or e not in eps or len(accs) != len(eps):
                     continue
@@ -450,6 +453,9 @@ def attack_target_entries(rec: AttackRecord) -> dict[str, list[dict[str, Any]]]:
                         "label": r["label"],
                         "acc": _acc_from_fraction(accs[eps.index(e)], n, r["label"]),
                         "clean": _acc_from_fraction(r["clean_accuracy"], n),
+                        # per image (report.findings pairs models on them)
+                        "outcomes": outcomes[eps.index(e)] if outcomes else None,
+                        "images": images if rec.data.get("files") else None,
                     }
                 )
     return out
@@ -472,6 +478,8 @@ def attack_entries(rec: AttackFigureRecord) -> list[dict[str, Any]]:
             "label": rec.label,
             "acc": acc,
             "clean": _acc(rec.clean_correct, rec.n),
+            "outcomes": rec.outcomes,
+            "images": rec.images_sha256,
         }
     ]
 

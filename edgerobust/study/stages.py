@@ -17,7 +17,12 @@ from typing import Any
 
 from edgerobust.errors import EdgeRobustError
 from edgerobust.progress import Reporter
-from edgerobust.records import AttackFigureRecord, ExportRecord
+from edgerobust.records import (
+    AttackFigureRecord,
+    ExportRecord,
+    encode_outcomes,
+    images_digest,
+)
 from edgerobust.runtimes.manifest import atomic_write_json
 from edgerobust.study.stage import StageOutput, register_stage
 
@@ -55,7 +60,11 @@ def make_config(cls: type, what: str, values: dict[str, Any]) -> Any:
 def retraining(settings: dict[str, Any]) -> dict[str, Any]:
     """The fitting settings prune and distill share (augment false: the config's default)."""
     keys = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "seed", "device")
-    return {**{k: settings[k] for k in keys}, "augment": settings["augment"] or None}
+    return {
+        **{k: settings[k] for k in keys},
+        "augment": settings["augment"] or None,
+        "freeze_bn": settings.get("freeze_bn"),  # absent in older studies: the default
+    }
 
 
 # --------------------------------------------------------------------------- data
@@ -113,6 +122,8 @@ def train_stage(
         batch_size=settings["batch_size"],
         image_size=settings["image_size"],
         augment=settings["augment"],
+        head_epochs=settings.get("head_epochs", 0),
+        freeze_bn=settings.get("freeze_bn", False),
         seed=settings["seed"],
         split_seed=settings["split_seed"],
         val_fraction=settings["val_fraction"],
@@ -221,6 +232,7 @@ def saltpepper_stage(
     # the images eval-device --attack saltpepper picks: the validation split, or its seeded sample
     _, idx = domain_indices(ds.domain(man.source["source_domain"]), man.source, settings["limit"])
     idx = [i for i in idx if images.ok[i]]
+    files = [ds.domain(man.source["source_domain"]).files[i] for i in idx]
     x = to_input(np.asarray(images.pixels[idx]))
     y = np.asarray(images.labels[idx])
     t = rep.task(f"salt&pepper {man.file}", None)
@@ -260,6 +272,8 @@ def saltpepper_stage(
             stop=settings["stop"],  # see edgerobust.attacks.saltpepper.StopRule
             seed=settings["seed"],
             images=f"{man.source.get('source_domain')} validation split",
+            images_sha256=images_digest(files),
+            outcomes=encode_outcomes(~np.asarray(res.success[k], bool)),
             artifact={
                 "path": str(path),
                 "file": man.file,
@@ -360,6 +374,7 @@ def attack_stage(
         strength=settings["strength"],
         limit=settings["limit"] or None,  # 0 in a study file: every validation image
         batch_size=settings["batch_size"],
+        stop=settings.get("stop", "exact"),
         replay=tuple(inputs[r].path("checkpoint") for r in roles if r.startswith("replay:")),
         artifacts=tuple(inputs[r].path("artifact") for r in roles if r.startswith("artifact:")),
         out=str(out / "attack.json"),
