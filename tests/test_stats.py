@@ -68,3 +68,39 @@ def test_comparisons_and_verdicts():
     assert close.ci95[0] < 0 < close.ci95[1]
     assert verdict(close, +1) == verdict(close, -1) == "unresolved"
     assert close.to_dict()["paired"] is False
+
+
+def test_clustered_bootstrap_moves_an_image_s_outcomes_together():
+    # 200 images, each under 5 attacks with identical outcomes: the 1000 outcomes carry the
+    # information of 200 images, so the clustered interval must be as wide as the per-image one
+    # and about sqrt(5) wider than treating the 1000 outcomes as independent.
+    rng = np.random.default_rng(4)
+    a_img = rng.random(200) < 0.6
+    b_img = np.where(rng.random(200) < 0.8, a_img, ~a_img)
+    a, b = np.repeat(a_img, 5), np.repeat(b_img, 5)
+    ids = np.repeat(np.arange(200), 5)
+    per_image = paired_bootstrap_interval(a_img, b_img, resamples=4000, seed=1)
+    clustered = paired_bootstrap_interval(a, b, clusters=ids, resamples=4000, seed=1)
+    naive = paired_bootstrap_interval(a, b, resamples=4000, seed=1)
+    width = lambda iv: iv[1] - iv[0]  # noqa: E731
+    assert width(clustered) == pytest.approx(width(per_image), rel=0.1)
+    assert width(clustered) / width(naive) == pytest.approx(math.sqrt(5), rel=0.15)
+    cmp = compare_paired(a, b, clusters=ids, resamples=1000)
+    assert cmp.p_value is None and "clustered" in cmp.method  # McNemar needs independent pairs
+    assert compare_paired(a_img, b_img, clusters=np.arange(200)).p_value is not None
+    with pytest.raises(ValueError):
+        paired_bootstrap_interval(a, b, clusters=ids[:-1])
+
+
+def test_non_inferiority_verdicts_draw_the_line_at_minus_the_margin():
+    def cmp(lo, hi):
+        return compare_independent(1, 2, 1, 2).__class__(
+            difference=(lo + hi) / 2, ci95=(lo, hi), n_a=1, n_b=1, paired=True, method="t"
+        )
+
+    assert verdict(cmp(-0.005, 0.03), 1, margin=0.01) == "supported"  # within 1 point
+    assert verdict(cmp(-0.03, 0.01), 1, margin=0.01) == "unresolved"  # straddles -1 point
+    assert verdict(cmp(-0.05, -0.02), 1, margin=0.01) == "contradicted"  # surely worse
+    assert verdict(cmp(-0.05, -0.02), -1) == "supported"  # the same interval, a loss claim
+    with pytest.raises(ValueError):
+        verdict(cmp(0, 1), -1, margin=0.01)

@@ -61,6 +61,7 @@ def paired_bootstrap_interval(
     a_correct: np.ndarray,
     b_correct: np.ndarray,
     *,
+    clusters: np.ndarray | None = None,
     resamples: int = 10_000,
     seed: int = 0,
     level: float = 0.95,
@@ -68,6 +69,8 @@ def paired_bootstrap_interval(
     """Percentile bootstrap interval of accuracy(A) - accuracy(B) on the same images.
 
     Images are resampled with replacement, keeping each image's pair of outcomes together.
+    With ``clusters`` (one id per outcome), whole clusters are resampled: outcomes that share
+    an image (the same image under several attacks) are not independent, so they move together.
     """
     a = np.asarray(a_correct, dtype=bool)
     b = np.asarray(b_correct, dtype=bool)
@@ -75,11 +78,23 @@ def paired_bootstrap_interval(
         raise ValueError("paired outcomes must be two 1-D arrays over the same images")
     if a.size == 0:
         raise ValueError("no images to compare")
-    diff = a.astype(np.int8) - b.astype(np.int8)
+    diff = a.astype(np.int64) - b.astype(np.int64)
+    if clusters is None:
+        sums, sizes = diff, np.ones_like(diff)
+    else:
+        ids = np.asarray(clusters)
+        if ids.shape != diff.shape:
+            raise ValueError("clusters must give one id per paired outcome")
+        _, inverse = np.unique(ids, return_inverse=True)
+        sums = np.bincount(inverse, weights=diff)
+        sizes = np.bincount(inverse)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
-    means = diff[idx].mean(axis=1)
     alpha = (1.0 - level) / 2.0
+    means = np.empty(resamples)
+    step = max(1, 2_000_000 // max(sums.size, 1))  # bounded memory for large samples
+    for start in range(0, resamples, step):
+        idx = rng.integers(0, sums.size, size=(min(step, resamples - start), sums.size))
+        means[start : start + len(idx)] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return (float(lo), float(hi))
 
@@ -102,22 +117,33 @@ class Comparison:
 
 
 def compare_paired(
-    a_correct: np.ndarray, b_correct: np.ndarray, *, resamples: int = 10_000, seed: int = 0
+    a_correct: np.ndarray,
+    b_correct: np.ndarray,
+    *,
+    clusters: np.ndarray | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
 ) -> Comparison:
-    """Compare two models measured on the same images (per-image correctness, same order)."""
+    """Compare two models measured on the same images (per-image correctness, same order).
+
+    ``clusters``: see :func:`paired_bootstrap_interval`. McNemar's test assumes independent
+    pairs, so with clusters that hold more than one outcome no p-value is given."""
     a = np.asarray(a_correct, dtype=bool)
     b = np.asarray(b_correct, dtype=bool)
-    lo, hi = paired_bootstrap_interval(a, b, resamples=resamples, seed=seed)
+    lo, hi = paired_bootstrap_interval(a, b, clusters=clusters, resamples=resamples, seed=seed)
     right_wrong = int(np.sum(a & ~b))
     wrong_right = int(np.sum(~a & b))
+    clustered = clusters is not None and len(np.unique(np.asarray(clusters))) < a.size
+    unit = "images (clustered: all outcomes of an image together)" if clustered else "images"
+    method = f"paired bootstrap over {unit} ({resamples} resamples, seed {seed})"
     return Comparison(
         difference=float(a.mean() - b.mean()),
         ci95=(lo, hi),
         n_a=int(a.size),
         n_b=int(b.size),
         paired=True,
-        method=f"paired bootstrap over images ({resamples} resamples, seed {seed}); McNemar exact",
-        p_value=mcnemar_exact(right_wrong, wrong_right),
+        method=method if clustered else method + "; McNemar exact",
+        p_value=None if clustered else mcnemar_exact(right_wrong, wrong_right),
         discordant=(right_wrong, wrong_right),
     )
 
@@ -134,15 +160,28 @@ def compare_independent(k_a: int, n_a: int, k_b: int, n_b: int) -> Comparison:
     )
 
 
-def verdict(cmp: Comparison, expected_sign: int) -> Verdict:
-    """What the interval says about a claim that the difference has sign ``expected_sign``.
+def verdict(cmp: Comparison, expected_sign: int, margin: float | None = None) -> Verdict:
+    """What the interval says about a claim on the difference A - B.
 
-    Supported when the whole 95 % interval lies on the claimed side of zero, contradicted when
-    it lies wholly on the other side, unresolved when it contains zero.
+    Without ``margin``, the claim is that the difference has sign ``expected_sign``: supported
+    when the whole 95 % interval lies on the claimed side of zero, contradicted when it lies
+    wholly on the other side, unresolved when it contains zero.
+
+    With ``margin`` (a non-inferiority claim, ``expected_sign`` +1: "A is at most ``margin``
+    worse than B"), the line is drawn at ``-margin``: supported when the whole interval lies
+    above it, contradicted when it lies wholly below, unresolved when it straddles it.
     """
     if expected_sign not in (-1, 1):
         raise ValueError("expected_sign must be -1 or +1")
     lo, hi = cmp.ci95
+    if margin is not None:
+        if expected_sign != 1 or margin < 0:
+            raise ValueError("a non-inferiority claim needs expected_sign +1 and a margin >= 0")
+        if lo > -margin:
+            return "supported"
+        if hi < -margin:
+            return "contradicted"
+        return "unresolved"
     if expected_sign * lo > 0 and expected_sign * hi > 0:
         return "supported"
     if expected_sign * lo < 0 and expected_sign * hi < 0:
