@@ -52,6 +52,8 @@ class TrainConfig:
     batch_size: int = 8
     image_size: int = 224
     augment: bool = False
+    head_epochs: int = 0
+    freeze_bn: bool = False
     seed: int = 1
     split_seed: int = DEFAULT_SEED
     val_fraction: float = DEFAULT_VAL_FRACTION
@@ -60,6 +62,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.head_epochs < self.epochs:
+            raise ConfigError(
+                f"--head-epochs must be in [0, --epochs), got {self.head_epochs} of {self.epochs}"
+            )
         if not 0 < self.lr < 10:
             raise ConfigError(f"--lr must be in (0, 10), got {self.lr}")
         if self.batch_size < 1:
@@ -169,6 +175,9 @@ def _config_key(cfg: TrainConfig) -> str:
     d.pop("device")
     # Raising --epochs continues the same run (the schedule is epoch-independent: fixed lr).
     d.pop("epochs")
+    for k in ("head_epochs", "freeze_bn"):
+        if not d[k]:
+            d.pop(k)  # runs from before the option keep resuming
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -352,6 +361,15 @@ class SourceSplit:
         atomic_write_json(out / "split.json", self.split.to_dict(self.domain))
 
 
+def head_parameters(model: nn.Module) -> set[nn.Parameter]:
+    """The classifier head's parameters: the last linear layer (every registered family ends in
+    one; its input is the pooled features)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError("--head-epochs needs a model that ends in a linear classifier")
+    return set(linears[-1].parameters())
+
+
 def write_record(out: Path, name: str, record: Any) -> dict[str, Any]:
     """Write a typed record (:mod:`edgerobust.records`) as ``OUT/<name>`` and return its dict."""
     d = record.to_dict()
@@ -377,13 +395,22 @@ class FitConfig:
     seed: int = 1
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 1.0
+    head_epochs: int = 0  # the first epochs train the classifier head only (LP-FT)
+    head_lr: float = 0.01
+    freeze_bn: bool = False  # batch-norm layers keep their statistics (eval mode) throughout
 
     @classmethod
     def of(cls, cfg: Any, **overrides: Any) -> FitConfig:
         """The fitting settings of a command's config (train, prune, distill: same field names),
         with ``overrides`` (e.g. the learning rate schedule)."""
         keys = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "augment", "seed")
-        return cls(**{**{k: getattr(cfg, k) for k in keys}, **overrides})
+        optional = {k: getattr(cfg, k) for k in ("head_epochs", "freeze_bn") if hasattr(cfg, k)}
+        return cls(**{**{k: getattr(cfg, k) for k in keys}, **optional, **overrides})
+
+    def head_only(self, epoch: int) -> bool:
+        """Whether 0-based ``epoch`` trains the head alone (backbone frozen, its batch-norm
+        statistics kept)."""
+        return epoch < self.head_epochs
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""
@@ -454,11 +481,24 @@ def fit(
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     n_batches = -(-int(images.ok[train_idx].sum()) // cfg.batch_size)
     t0 = time.perf_counter()
+    head = head_parameters(model) if cfg.head_epochs else set()
     for epoch in range(start_epoch, cfg.epochs):
-        lr = cfg.lr_at(epoch)
+        head_only = cfg.head_only(epoch)
+        lr = cfg.head_lr if head_only else cfg.lr_at(epoch - cfg.head_epochs)
         for group in opt.param_groups:
             group["lr"] = lr
         model.train()
+        if cfg.head_epochs:
+            # LP-FT (Kumar et al., ICLR 2022): a linear probe first, so that fine-tuning starts
+            # from a fitted head and distorts the pretrained features less (better off-domain)
+            for p in model.parameters():
+                p.requires_grad_(not head_only or p in head)
+        if head_only or cfg.freeze_bn:
+            # frozen statistics: pretrained running mean/var are used as they are (train mode
+            # would replace them with small-batch source statistics); the affine weights train
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         task = rep.task(f"epoch {epoch + 1}/{cfg.epochs}", n_batches)
         total_loss, seen = 0.0, 0
         for sel, x, y in indexed_batches(
@@ -485,8 +525,10 @@ def fit(
             "val_accuracy": val_acc,
             "val_n": n,
         }
-        if cfg.lr_milestones:  # a constant rate is in the config already
+        if cfg.lr_milestones or cfg.head_epochs:  # a constant rate is in the config already
             entry["lr"] = lr
+        if head_only:
+            entry["head_only"] = True
         history.append(entry)
         rep.log(
             f"epoch {epoch + 1}: loss {total_loss / max(seen, 1):.4f}  val acc {val_acc:.3f} ({correct}/{n})"
@@ -499,6 +541,8 @@ def fit(
                 spec.with_origin(**origin, best_epoch=best_epoch, val_accuracy=best_acc, val_n=n),
             )
         _save_resume(last, model, opt, key, epoch + 1, best_acc, best_epoch, history)
+    for p in model.parameters():
+        p.requires_grad_(True)
     return FitResult(
         history=history,
         best_acc=best_acc,

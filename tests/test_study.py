@@ -132,6 +132,23 @@ def test_prune_may_be_an_array_of_tables_with_their_own_paths(tmp_path):
         ),
         ('[compress.quantize]\nengines = ["x86"]\n', "", "export.precisions"),  # int8 needs PTSQ
         ("[study]", "[studdy]\n[study]", "studdy"),
+        ("epochs = 2", "epochs = 2\nhead_epochs = 2", "train.head_epochs"),  # < epochs
+        ('archs = ["tinyresnet", "resnet18"]', 'archs = ["timm:"]', "train.archs[0]"),
+        (
+            'precisions = ["fp32", "int8"]',
+            'precisions = ["fp32", "int8"]\nmodels = { pte = ["baseline"] }',
+            "export.models.pte",
+        ),
+        (
+            'precisions = ["fp32", "int8"]',
+            'precisions = ["fp32", "int8"]\nmodels = { ptl = ["int8"] }',
+            "export.models.ptl[0]",
+        ),
+        (
+            'attacks = ["fgsm", "saltpepper"]',
+            'attacks = ["fgsm"]\nstop = "early"',
+            "attack.stop",
+        ),
         ('name = "t"', 'name = "a b"', "study.name"),
     ],
 )
@@ -187,8 +204,55 @@ def test_shipped_quickstart_is_valid():
 
 @pytest.mark.pacs
 @pytest.mark.skipif(not PACS.is_dir(), reason="needs ../shared/data/pacs/PACS")
-@pytest.mark.parametrize("name", ["pacs-resnet18", "pacs-paper"])
+@pytest.mark.parametrize("name", ["pacs-resnet18", "pacs-paper", "pacs-efficientnet-lite"])
 def test_shipped_pacs_studies_are_valid(name):
     s = load_study(REPO_ROOT / "configs" / f"{name}.toml")
     assert Path(s.dataset.path) == PACS.resolve()
     assert {"photo", "sketch"} <= set(s.dataset.sources)
+
+
+def test_new_study_keys_reach_the_plan(tmp_path):
+    """head_epochs (LP-FT), timm:NAME, export.models, quantize.force, attack stop and auto batch."""
+    from edgerobust.study.plan import plan_study
+
+    text = (
+        GOOD.replace("epochs = 2", "epochs = 2\nhead_epochs = 1", 1)
+        .replace('engines = ["x86"]', 'engines = ["x86"]\nforce = true')
+        .replace(
+            'precisions = ["fp32", "int8"]',
+            'precisions = ["fp32", "int8"]\nmodels = { ptl = ["baseline"] }',
+        )
+        .replace(
+            'attacks = ["fgsm", "saltpepper"]',
+            'attacks = ["fgsm", "cw", "saltpepper"]\nbatch_size = 0',
+        )
+    )
+    study = load_study(write(tmp_path, text))
+    assert study.train.head_epochs == 1 and study.quantize.force
+    assert study.export.models == {"ptl": ("baseline",)} and study.attack.stop == "settled"
+    stages = plan_study(study).stages
+    train = [s for s in stages if s.kind == "train"]
+    assert train and all(s.settings["head_epochs"] == 1 for s in train)
+    assert all(s.settings["force"] for s in stages if s.kind == "quantize")
+    ptl = [s.meta for s in stages if s.kind == "export" and s.meta["format"] == "ptl"]
+    assert ptl and {m["compression"] for m in ptl} == {"baseline", "int8"}  # not pruned/distilled
+    onnx = {
+        s.meta["compression"] for s in stages if s.kind == "export" and s.meta["format"] == "onnx"
+    }
+    assert {"pruned", "distilled"} <= onnx
+    attacks = [s for s in stages if s.kind == "attack"]
+    assert attacks and all(
+        s.settings["stop"] == "settled" and s.settings["batch_size"] is None for s in attacks
+    )
+    # left at their defaults, the keys stay out of the settings: older studies keep their keys
+    plain = plan_study(load_study(write(tmp_path, GOOD, "plain.toml"))).stages
+    for s in plain:
+        assert "head_epochs" not in s.settings and "force" not in s.settings or s.kind == "export"
+    timm = load_study(
+        write(
+            tmp_path,
+            GOOD.replace('"tinyresnet", "resnet18"', '"timm:mobilenetv3_small_050", "resnet18"'),
+            "timm.toml",
+        )
+    )
+    assert timm.train.archs[0] == "timm:mobilenetv3_small_050"

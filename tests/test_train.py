@@ -139,3 +139,59 @@ def test_batches_cover_the_split_once_and_skip_unreadable(synthetic_root):
     ys = lambda s: [y.tolist() for _, y in batches(images, idx, 6, shuffle_seed=s)]  # noqa: E731
     assert ys(7) == ys(7)
     assert ys(7) != ys(8)
+
+
+def _bn_stats(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+
+
+def test_head_epochs_train_the_head_alone_then_everything(synthetic_root, tmp_path):
+    """LP-FT: the first --head-epochs change only the last linear layer (batch-norm statistics
+    included), at lr 0.01; the rest fine-tune everything at --lr."""
+    from edgerobust.models.build import create_model
+    from edgerobust.train import FitConfig, SourceSplit, fit, head_parameters
+
+    src = SourceSplit.open(str(synthetic_root), "studio", 1, 0.1)
+    images = src.decode(32, ListReporter())
+    torch.manual_seed(0)
+    model, _ = create_model("tinyresnet", len(src.classes))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head = {id(p) for p in head_parameters(model)}
+    head_names = {n for n, p in model.named_parameters() if id(p) in head}
+    cfg = FitConfig(epochs=1, lr=0.05, batch_size=32, head_epochs=1)
+    from edgerobust.models.checkpoint import ModelSpec
+
+    spec = ModelSpec(arch="tinyresnet", class_names=src.classes, input_size=32)
+    res = fit(
+        model, images, src.split.train, src.split.val, cfg,
+        out=tmp_path / "lp", spec=spec, origin={}, key="k", device=torch.device("cpu"),
+    )  # fmt: skip
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == head_names  # nothing else moved: not a weight, not a statistic
+    assert res.history[0]["head_only"] and res.history[0]["lr"] == 0.01
+    assert all(p.requires_grad for p in model.parameters())  # handed back trainable
+
+    # and through train(): epoch 2 fine-tunes everything at --lr
+    rec = train(replace(_cfg(synthetic_root, tmp_path / "lpft", 2), head_epochs=1))
+    assert [h.get("head_only", False) for h in rec["history"]] == [True, False]
+    assert [h["lr"] for h in rec["history"]] == [0.01, 0.05]
+    with pytest.raises(ConfigError, match="--head-epochs"):
+        train(replace(_cfg(synthetic_root, tmp_path / "bad", 2), head_epochs=2))
+
+
+def test_freeze_bn_keeps_the_statistics_and_trains_the_weights(synthetic_root, tmp_path):
+    rec = train(replace(_cfg(synthetic_root, tmp_path / "frozen", 1), freeze_bn=True))
+    from edgerobust.models.build import create_model
+
+    torch.manual_seed(rec["config"]["seed"])
+    fresh, _ = create_model("tinyresnet", len(rec["classes"]))
+    tuned = load_checkpoint(tmp_path / "frozen" / "model.safetensors").model
+    for k, v in _bn_stats(fresh).items():
+        torch.testing.assert_close(tuned.state_dict()[k], v)  # untouched statistics
+    conv = next(k for k in fresh.state_dict() if k.endswith("conv1.weight"))
+    assert not torch.equal(fresh.state_dict()[conv], tuned.state_dict()[conv])  # weights trained
+    # without it, the statistics follow the source batches
+    train(_cfg(synthetic_root, tmp_path / "plain", 1))
+    plain = load_checkpoint(tmp_path / "plain" / "model.safetensors").model
+    assert any(not torch.equal(plain.state_dict()[k], v) for k, v in _bn_stats(fresh).items())

@@ -26,6 +26,8 @@ class GradStop(str, Enum):
     settled = "settled"  # per image, until every eps's answer is decided (attacks/settled.py)
 
 
+GRAD_STOPS: tuple[str, ...] = tuple(s.value for s in GradStop)
+
 #: The foolbox attacks that :mod:`edgerobust.attacks.settled` implements per image.
 SETTLED = frozenset({"L2CarliniWagnerAttack", "EADAttack", "DDNAttack", "LinfDeepFoolAttack"})
 

@@ -77,6 +77,8 @@ class DistillConfig:
     weight_decay: float = 1e-3
     batch_size: int = 8
     augment: bool = False
+    head_epochs: int = 0  # LP-FT: the student's new head trains alone first (KD objective)
+    freeze_bn: bool = False  # batch-norm statistics stay as the student's pretrained ones
     image_size: int | None = None  # None: the teacher's; another value is an error
     seed: int = 1
     device: str = "auto"
@@ -88,6 +90,10 @@ class DistillConfig:
             raise ConfigError(f"--tau must be > 0, got {self.tau}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.head_epochs < self.epochs:
+            raise ConfigError(
+                f"--head-epochs must be in [0, --epochs), got {self.head_epochs} of {self.epochs}"
+            )
         if not 0 < self.lr < 10:
             raise ConfigError(f"--lr must be in (0, 10), got {self.lr}")
         if self.batch_size < 1:

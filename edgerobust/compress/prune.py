@@ -491,6 +491,7 @@ class PruneConfig:
     weight_decay: float = 1e-4
     batch_size: int = 8
     augment: bool = False
+    freeze_bn: bool = False  # batch-norm statistics stay as the base's (eval mode)
     seed: int = 1
     stage_weights: tuple[float, ...] = STAGE_WEIGHTS
     tolerance: float = TOLERANCE

@@ -105,6 +105,8 @@ class Prune:
                         "device": ctx.device,
                         "seed": ctx.seed,
                     }
+                    if p.freeze_bn:  # only when set: older studies keep their stage keys
+                        settings["freeze_bn"] = True
                     label = f"{base}-fp-{target.label}"
                     parent = baselines[base]
                     m = PlannedModel(
@@ -173,8 +175,11 @@ class Distill:
             student_weights=_weights(dt, "student_weights", ctx.base_dir),
             epochs=dt.get("epochs", dt.integer(1), train.epochs),
             lr=dt.get("lr", dt.number(0.0, 10.0, open_lo=True), 1e-3),
+            head_epochs=dt.get("head_epochs", dt.integer(0), 0),
             **_retrain(dt, train, weight_decay=1e-3),
         )
+        if spec.head_epochs >= spec.epochs:
+            dt.fail(dt.key("head_epochs"), f"expected fewer than epochs ({spec.epochs})")
         dt.finish()
         return spec
 
@@ -198,6 +203,9 @@ class Distill:
                 "device": ctx.device,
                 "seed": ctx.seed,
             }
+            # only when set: older studies keep their stage keys
+            settings |= {"freeze_bn": True} if d.freeze_bn else {}
+            settings |= {"head_epochs": d.head_epochs} if d.head_epochs else {}
             label = f"{pair.teacher}-kd-{pair.student}"
             teacher = ctx.baselines[pair.teacher]
             m = PlannedModel(
@@ -237,6 +245,7 @@ class Distill:
                 "student_weights": settings["student_weights"],
                 "alpha": settings["alpha"],
                 "tau": settings["tau"],
+                "head_epochs": settings.get("head_epochs"),
                 **retraining(settings),
             },
         )
@@ -261,6 +270,7 @@ class Quantize:
             engines=qt.get("engines", qt.array(qt.string(ENGINES)), ("x86",)),
             models=qt.get("models", qt.array(qt.string(QUANTIZABLE)), ("baseline",)),
             calib_batches=qt.get("calib_batches", qt.integer(1), 16),
+            force=qt.get("force", qt.boolean(), False),
         )
         qt.finish()
         return spec
@@ -275,7 +285,9 @@ class Quantize:
                 qm = PlannedModel(
                     Stage(
                         self.name,
-                        {"engine": engine, "calib_batches": q.calib_batches},
+                        # force only when set: studies without it keep their stage keys
+                        {"engine": engine, "calib_batches": q.calib_batches}
+                        | ({"force": True} if q.force else {}),
                         (("model", m.stage),),
                         f"{m.source}/{label}",
                     ),
@@ -300,6 +312,7 @@ class Quantize:
             checkpoint=inputs["model"].path("checkpoint"),
             engine=settings["engine"],
             calib_batches=settings["calib_batches"],
+            force=settings.get("force", False),
             out=str(out),
         )
         rec = quantize_checkpoint(cfg, rep)
@@ -309,6 +322,4 @@ class Quantize:
 
 
 def _any_arch(t: _Table) -> Any:
-    from edgerobust.models import list_archs
-
-    return t.string(tuple(list_archs()))
+    return t.arch()

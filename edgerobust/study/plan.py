@@ -93,6 +93,10 @@ def plan_study(study: Study) -> Plan:
                 "device": tr.device,
                 "seed": study.study.seed,
             }
+            if tr.head_epochs:  # only when set: older studies keep their stage keys
+                settings["head_epochs"] = tr.head_epochs
+            if tr.freeze_bn:
+                settings["freeze_bn"] = True
             label = f"{source}/{arch}"
             m = PlannedModel(
                 Stage("train", settings, data_deps, label),
@@ -132,6 +136,8 @@ def plan_study(study: Study) -> Plan:
         }
         for m in models:
             for fmt in e.formats:
+                if fmt in e.models and m.compression not in e.models[fmt]:
+                    continue
                 todo: list[tuple[PlannedModel, str, str | None, dict[str, Any]]] = []
                 if "fp32" in e.precisions:
                     todo.append((m, "fp32", None, m.meta()))
@@ -238,8 +244,10 @@ def plan_study(study: Study) -> Plan:
                     "strength": strength,
                     "domain": m.source,
                     "limit": a.limit or None,
-                    "batch_size": a.batch_size,
+                    "batch_size": a.batch_size or None,  # None: the fastest on the device
                 }
+                if a.stop != "exact":  # only when not foolbox's: older studies keep their keys
+                    settings["stop"] = a.stop
                 extra = f" (+ {len(replays)} int8)" if replays else ""
                 add(
                     Stage(
@@ -265,7 +273,7 @@ def plan_study(study: Study) -> Plan:
                     "steps": a.saltpepper_steps,
                     "stop": a.saltpepper_stop,
                     "limit": a.limit or None,
-                    "batch_size": a.batch_size,
+                    "batch_size": a.batch_size or 32,  # 0 (auto) is for gradient attacks
                     "seed": 0,
                 }
                 add(

@@ -40,6 +40,10 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     weights = "none"              # "imagenet" | "none" | path to a local weights file
     augment = true
     device = "auto"
+    head_epochs = 0               # LP-FT: the first N epochs train the new head alone (lr 0.01)
+    freeze_bn = false             # keep batch-norm statistics while fine-tuning (also the
+                                  # default of prune and distill retraining); distill also takes
+                                  # head_epochs (its student's head is new)
 
     [compress.prune]              # L1 filter pruning, then retraining; [[compress.prune]] (an
                                   # array of tables) gives each group of bases its own targets
@@ -61,6 +65,7 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     engines = ["x86"]
     models = ["baseline"]         # which models: baseline | pruned | distilled
     calib_batches = 16
+    force = false                 # keep int8 models that agree with fp32 below the bar
                                   # each [compress.NAME] table is read by the compression
                                   # registered as NAME (edgerobust.compress): one more is a
                                   # plugin's @register_compression, with no edit here
@@ -71,6 +76,7 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     force = false                 # keep artifacts that fail the parity gate
     min_agreement = 0.98
     parity_images = 256
+    models = { ptl = ["baseline"] }  # optional: which models a format gets (default: all)
 
     [eval]                        # eval-device inside each runtime
     runtimes = ["onnxruntime", "ptl"]
@@ -87,7 +93,9 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     sources = []                  # default: the first source (the paper attacks baseline-A)
     models = ["baseline", "pruned", "distilled", "int8"]
     limit = 64                    # images of the source validation split per attack (0: all)
-    batch_size = 8
+    batch_size = 8                # 0: the fastest per image on the device
+    stop = "settled"              # C&W/EAD/DDN/DeepFool stop once every answer is decided;
+                                  # exact: foolbox's full search (edgerobust.attacks.settled)
     saltpepper_steps = 400        # Salt&Pepper runs against every exported artifact (blackbox)
     saltpepper_stop = "settled"   # early stopping: settled (fast) | exact (foolbox's figures) | none
 
@@ -106,14 +114,15 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgerobust.attacks import list_attacks
+from edgerobust.attacks.gradient import GRAD_STOPS
 from edgerobust.errors import ConfigError
 from edgerobust.exporters import list_exporters
-from edgerobust.models import list_archs
+from edgerobust.models import is_arch, list_archs
 from edgerobust.runtimes import default_runtime, list_runtimes
 from edgerobust.runtimes import get as get_runtime
 
@@ -186,6 +195,8 @@ class TrainSpec:
     weights: str = "none"
     augment: bool = False
     device: str = "auto"
+    head_epochs: int = 0  # LP-FT: the first epochs train the head alone
+    freeze_bn: bool = False  # batch-norm statistics stay the pretrained ones while fine-tuning
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,7 @@ class PruneSpec:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     augment: bool = False
+    freeze_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,8 @@ class DistillSpec:
     weight_decay: float = 1e-3
     augment: bool = False
     student_weights: str = "none"
+    freeze_bn: bool = False
+    head_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,6 +240,7 @@ class QuantizeSpec:
     engines: tuple[str, ...] = ("x86",)
     models: tuple[str, ...] = ("baseline",)
     calib_batches: int = 16
+    force: bool = False  # keep int8 models below the agreement bar (marked in their records)
 
 
 @dataclass(frozen=True)
@@ -235,6 +250,8 @@ class ExportSpec:
     force: bool = False
     min_agreement: float = 0.98
     parity_images: int = 256
+    # format -> the models it gets (baseline | pruned | distilled; int8 follows its parent)
+    models: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -254,7 +271,8 @@ class AttackSpec:
     sources: tuple[str, ...] = ()
     models: tuple[str, ...] = ATTACKABLE
     limit: int = 64
-    batch_size: int = 8
+    batch_size: int = 8  # 0: the fastest per image on the device (measured once per model)
+    stop: str = "settled"  # C&W, EAD, DDN, DeepFool: settled | exact (foolbox's own search)
     saltpepper_steps: int = 400
     saltpepper_stop: str = "settled"
 
@@ -391,6 +409,18 @@ class _Table:
 
         return check
 
+    def arch(self) -> Callable[[Any, str], str]:
+        """A registered architecture or any timm model as ``timm:NAME`` (built when it runs)."""
+
+        def check(v: Any, key: str) -> str:
+            if not isinstance(v, str):
+                self.fail(key, f"expected a string, got {_kind(v)}")
+            if not is_arch(v):
+                self.fail(key, f"expected one of {', '.join(list_archs())} or timm:NAME, got {v!r}")
+            return v
+
+        return check
+
     def integer(self, lo: int | None = None, hi: int | None = None) -> Callable[[Any, str], int]:
         def check(v: Any, key: str) -> int:
             if isinstance(v, bool) or not isinstance(v, int):
@@ -477,7 +507,7 @@ def parse_prune_target(v: Any, key: str, where: str) -> PruneTarget:
             return PruneTarget(text=_count_label(int(v)), params=int(v))
         raise ConfigError(f"{where}: {key}: {what}, got {v!r}")
     if isinstance(v, str):
-        if v in list_archs():
+        if is_arch(v):
             return PruneTarget(text=v, arch=v)
         m = _COUNT.match(v)
         if m:
@@ -570,7 +600,7 @@ def parse_study(
                 ds_t.fail(f"dataset.sources[{i}]", f"{s!r} is not in dataset.domains")
 
     tr = root.table("train", required=True)
-    arch = tr.string(tuple(list_archs()))
+    arch = tr.arch()
     train = TrainSpec(
         archs=tr.get("archs", tr.array(arch)),
         image_size=tr.get("image_size", tr.integer(16, 1024), 224),
@@ -582,7 +612,14 @@ def parse_study(
         weights=_weights(tr, "weights", base_dir),
         augment=tr.get("augment", tr.boolean(), False),
         device=tr.get("device", tr.string(), "auto"),
+        head_epochs=tr.get("head_epochs", tr.integer(0), 0),
+        freeze_bn=tr.get("freeze_bn", tr.boolean(), False),
     )
+    if train.head_epochs >= train.epochs:
+        tr.fail(
+            tr.key("head_epochs"),
+            f"expected fewer than train.epochs ({train.epochs}), got {train.head_epochs}",
+        )
     tr.finish()
 
     # each registered compression reads its own [compress.<name>] table (edgerobust.compress)
@@ -609,6 +646,7 @@ def parse_study(
             min_agreement=ex.get("min_agreement", ex.number(0.0, 1.0), 0.98),
             parity_images=ex.get("parity_images", ex.integer(1), 256),
         )
+        export = replace(export, models=_models_by_format(ex, export.formats))
         ex.finish()
         if "int8" in export.precisions and quantize is None:
             ex.fail(
@@ -643,7 +681,8 @@ def parse_study(
             sources=at.get("sources", at.array(at.string(dataset.sources), non_empty=False), ()),
             models=at.get("models", at.array(at.string(ATTACKABLE)), ATTACKABLE),
             limit=at.get("limit", at.integer(0), 64),
-            batch_size=at.get("batch_size", at.integer(1), 8),
+            batch_size=at.get("batch_size", at.integer(0), 8),
+            stop=at.get("stop", at.string(GRAD_STOPS), "settled"),
             saltpepper_steps=at.get("saltpepper_steps", at.integer(1), 400),
             saltpepper_stop=at.get(
                 "saltpepper_stop", at.string(("settled", "exact", "none")), "settled"
@@ -697,6 +736,23 @@ def _corruptions(t: _Table | None, export: ExportSpec | None) -> CorruptionSpec 
     return spec
 
 
+def _models_by_format(ex: _Table, formats: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``[export.models]``: for a format, which models it gets (e.g. ``ptl = ["baseline"]``:
+    the lite interpreter only for the baselines and their int8 versions); default: every model."""
+    t = ex.table("models")
+    if t is None:
+        return {}
+    out = {}
+    for fmt in list(t.data):
+        if fmt not in formats:
+            t.fail(
+                t.key(fmt), f"expected one of export.formats ({', '.join(formats)}), got {fmt!r}"
+            )
+        out[fmt] = t.get(fmt, t.array(t.string(QUANTIZABLE)))
+    t.finish()
+    return out
+
+
 def _weights(t: _Table, name: str, base_dir: Path) -> str:
     v = t.get(name, t.string(), "none")
     if v in ("none", "imagenet"):
@@ -714,6 +770,7 @@ def _retrain(t: _Table, train: TrainSpec, *, weight_decay: float) -> dict:
         "momentum": t.get("momentum", t.number(0.0, 1.0), train.momentum),
         "weight_decay": t.get("weight_decay", t.number(0.0, 1.0), weight_decay),
         "augment": t.get("augment", t.boolean(), train.augment),
+        "freeze_bn": t.get("freeze_bn", t.boolean(), train.freeze_bn),
     }
 
 
@@ -724,8 +781,8 @@ def _pair(v: Any, key: str, where: str, trained: tuple[str, ...]) -> DistillPair
         )
     t = _Table(v, key, where)
     pair = DistillPair(
-        teacher=t.get("teacher", t.string(tuple(list_archs()))),
-        student=t.get("student", t.string(tuple(list_archs()))),
+        teacher=t.get("teacher", t.arch()),
+        student=t.get("student", t.arch()),
     )
     t.finish()
     if pair.teacher not in trained:
