@@ -361,6 +361,34 @@ class SourceSplit:
         atomic_write_json(out / "split.json", self.split.to_dict(self.domain))
 
 
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    images: Images,
+    indices: Sequence[int],
+    batch_size: int = 64,
+    device: torch.device | None = None,
+) -> None:
+    """Re-estimate every batch-norm layer's running statistics on ``images[indices]`` (their
+    average over all batches, not an exponential one); weights are untouched. For a model whose
+    layers see other inputs than the statistics were measured on (after pruning)."""
+    device = device or torch.device("cpu")
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for x, _ in batches(images, np.asarray(indices), batch_size):
+        model(torch.from_numpy(x).to(device))
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    model.train(was_training)
+
+
 def head_parameters(model: nn.Module) -> set[nn.Parameter]:
     """The classifier head's parameters: the last linear layer (every registered family ends in
     one; its input is the pooled features)."""

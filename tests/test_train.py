@@ -195,3 +195,28 @@ def test_freeze_bn_keeps_the_statistics_and_trains_the_weights(synthetic_root, t
     train(_cfg(synthetic_root, tmp_path / "plain", 1))
     plain = load_checkpoint(tmp_path / "plain" / "model.safetensors").model
     assert any(not torch.equal(plain.state_dict()[k], v) for k, v in _bn_stats(fresh).items())
+
+
+def test_recalibrate_bn_measures_the_average_statistics(synthetic_root):
+    """After pruning, batch-norm statistics are re-estimated: the running mean of the first
+    layer must be the mean of its input over every image (not an exponential average)."""
+    from edgerobust.models.build import create_model
+    from edgerobust.train import SourceSplit, recalibrate_bn
+
+    src = SourceSplit.open(str(synthetic_root), "studio", 1, 0.1)
+    images = src.decode(32, ListReporter())
+    torch.manual_seed(0)
+    model, _ = create_model("tinyresnet", len(src.classes))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(5.0)
+    model.eval()
+    recalibrate_bn(model, images, src.split.train, batch_size=7)  # batches of unequal size
+    assert not model.training and bn.momentum == 0.1  # restored
+    feats = []
+    bn.register_forward_hook(lambda m, i, o: feats.append(i[0].detach()))
+    with torch.no_grad():
+        for x, _ in batches(images, np.asarray(src.split.train), 7):
+            model(torch.from_numpy(x))
+    per_batch = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats])
+    # the cumulative average of the batch means (what BatchNorm with momentum=None keeps)
+    torch.testing.assert_close(bn.running_mean, per_batch.mean(0), atol=1e-5, rtol=1e-4)

@@ -539,7 +539,14 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
     widths), ``OUT/last.safetensors`` (resume point: rerunning the same command continues) and
     ``OUT/prune.json`` (the record returned).
     """
-    from edgerobust.train import FitConfig, SourceSplit, accuracy, pick_device, write_record
+    from edgerobust.train import (
+        FitConfig,
+        SourceSplit,
+        accuracy,
+        pick_device,
+        recalibrate_bn,
+        write_record,
+    )
 
     cfg.validate()
     rep = reporter or NullReporter()
@@ -586,6 +593,12 @@ def prune_checkpoint(cfg: PruneConfig, reporter: Reporter | None = None) -> dict
     images = src.decode(pspec.input_size, rep)
     device = pick_device(cfg.device)
     model.to(device)
+    if cfg.freeze_bn:
+        # Pruning changes what every layer sees, so the base's statistics no longer hold. They
+        # are re-estimated once on the source training images, then kept while retraining.
+        t = rep.task("re-estimate batch-norm statistics", None)
+        recalibrate_bn(model, images, split.train, device=device)
+        rep.done(t)
     c0, n0 = accuracy(model, images, split.val, device=device)
 
     widths = layer_widths(model.backbone)
