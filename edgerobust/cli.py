@@ -95,6 +95,16 @@ def _int8_targets() -> list[str]:
     return list(TARGET_CHOICES)
 
 
+_FREEZE_BN = typer.Option(
+    help="Keep batch-norm statistics while training (eval mode; the affine weights train): for "
+    "pretrained weights and small batches (the EfficientNet-Lite recipe)."
+)
+_HEAD_EPOCHS = typer.Option(
+    help="First train the new head alone for N of the epochs (lr 0.01, backbone frozen), then "
+    "everything (LP-FT: keeps pretrained features, better off-domain)."
+)
+
+
 def _arch(value: str | None) -> str | None:
     """Registered architectures, plus any timm model as ``timm:NAME`` (checked when built)."""
     if value is not None and not is_arch(value):
@@ -329,6 +339,8 @@ def train(
     image_size: Annotated[int, typer.Option(help="Input size (paper: 224).")] = 224,
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 0.0,
     augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
+    head_epochs: Annotated[int, _HEAD_EPOCHS] = 0,
+    freeze_bn: Annotated[bool, _FREEZE_BN] = False,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
     device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
@@ -353,6 +365,8 @@ def train(
         image_size=image_size,
         weight_decay=weight_decay,
         augment=augment,
+        head_epochs=head_epochs,
+        freeze_bn=freeze_bn,
         seed=seed,
         device=device,
     )
@@ -457,6 +471,7 @@ def compress_prune(
     batch_size: Annotated[int, typer.Option(help="Batch size (paper: 8).")] = 8,
     weight_decay: Annotated[float, typer.Option(help="SGD weight decay (paper: 1e-4).")] = 1e-4,
     augment: Annotated[bool, typer.Option(help="Random flips and shifts.")] = False,
+    freeze_bn: Annotated[bool, _FREEZE_BN] = False,
     seed: Annotated[int, typer.Option(help="Seed for shuffling.")] = 1,
     device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
@@ -480,6 +495,7 @@ def compress_prune(
         batch_size=batch_size,
         weight_decay=weight_decay,
         augment=augment,
+        freeze_bn=freeze_bn,
         seed=seed,
         device=device,
     )
@@ -520,6 +536,8 @@ def compress_distill(
     augment: Annotated[
         bool, typer.Option(help="Random flips and shifts (teacher logits are then not cached).")
     ] = False,
+    head_epochs: Annotated[int, _HEAD_EPOCHS] = 0,
+    freeze_bn: Annotated[bool, _FREEZE_BN] = False,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffling.")] = 1,
     device: Annotated[str, _DEVICE] = "auto",
 ) -> None:
@@ -545,6 +563,8 @@ def compress_distill(
         batch_size=batch_size,
         weight_decay=weight_decay,
         augment=augment,
+        head_epochs=head_epochs,
+        freeze_bn=freeze_bn,
         seed=seed,
         device=device,
     )
@@ -1449,9 +1469,17 @@ def report_cmd(
         Path | None,
         typer.Option(help="Output folder (default: RESULTS/report).", callback=_OUT_DIR),
     ] = None,
+    findings: Annotated[
+        bool,
+        typer.Option(
+            help="Print the paper's findings judged on these records (verdict, difference with "
+            "its 95 % interval, n); they are always written to findings.md / findings.json."
+        ),
+    ] = False,
 ) -> None:
-    """The paper's tables (Markdown + CSV), plots (PNG) and one HTML page, from JSON records only."""
+    """The paper's tables (Markdown + CSV), plots (PNG), findings and one HTML page, from JSON records only."""
     from edgerobust.console import out as stdout
+    from edgerobust.console import print_findings
     from edgerobust.report import ReportConfig, write_report
 
     res = write_report(ReportConfig(str(results), str(out) if out else None))
@@ -1461,6 +1489,8 @@ def report_cmd(
         stdout.print(line)
     for path, why in res.skipped.items():
         stdout.print(f"[yellow]skipped[/] {path}: {why}")
+    if findings:
+        print_findings(res.findings)
     stdout.print(f"{res.n_records} records -> {res.out / 'index.html'}")
 
 

@@ -268,3 +268,27 @@ def print_device_check(report: Any) -> None:
             )
     for note in report.notes:
         stdout.print(f"note: {note}")
+
+
+def print_findings(rows: Any) -> None:
+    """The findings table (edgerobust.report.findings): verdict, A - B with its interval, n."""
+    from rich.table import Table
+
+    from edgerobust.report.findings import cells
+
+    t = Table(title="the paper's findings, judged on these records (A - B, percentage points)")
+    for col in ("finding", "verdict", "A - B", "95 % interval", "n", "compared"):
+        t.add_column(col, justify="right" if col in ("A - B", "n") else "left", overflow="fold")
+    style = {
+        "supported": "[green]supported[/]",
+        "contradicted": "[red]contradicted[/]",
+        "unresolved": "[yellow]unresolved[/]",
+        "missing": "[dim]missing[/]",
+    }
+    for r in rows:
+        key, verdict, diff, ci, n, _claim, compared = cells(r)
+        t.add_row(key, style[verdict], diff, ci, n, compared)
+    out.print(t)
+    claims = {r.key.rstrip("ab"): r.claim for r in rows}
+    for key, claim in claims.items():
+        out.print(f"{key}: {claim}")

@@ -23,11 +23,13 @@ a ``corruptions`` stage also ``table_corruptions`` and ``corruptions_vs_severity
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgerobust.errors import ConfigError
 from edgerobust.report.corruptions import corruption_plots, corruption_tables
+from edgerobust.report.findings import FindingRow, findings_table, judge_findings, to_csv
 from edgerobust.report.html import _html
 from edgerobust.report.plots import (
     Plot,
@@ -55,6 +57,7 @@ class ReportResult:
     files: tuple[Path, ...]
     n_records: int
     skipped: dict[str, str] = field(default_factory=dict)  # .json files that are not records
+    findings: tuple[FindingRow, ...] = ()
 
     def headlines(self) -> list[str]:
         return [f"{p.name}: {p.headline}" for p in self.plots]
@@ -80,7 +83,8 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     models = Models(records)
     out = Path(cfg.out) if cfg.out else Path(cfg.results) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(models) + corruption_tables(models)
+    findings = judge_findings(models)
+    tables = build_tables(models) + corruption_tables(models) + [findings_table(findings)]
     files: list[Path] = []
     for t in tables:
         for suffix, text in ((".md", t.to_markdown()), (".csv", t.to_csv())):
@@ -101,6 +105,12 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     for plot in corruption_plots(models, out):
         plots.append(plot)
         files.append(plot.path)
+    for name, text in (
+        ("findings.json", json.dumps([r.to_dict() for r in findings], indent=1)),
+        ("findings_detail.csv", to_csv(findings)),
+    ):
+        atomic_write_bytes(out / name, text.encode("utf-8"))
+        files.append(out / name)
     page = _html(cfg.results, records, tables, plots)
     atomic_write_bytes(out / "index.html", page.encode("utf-8"))
     files.append(out / "index.html")
@@ -108,4 +118,6 @@ def write_report(cfg: ReportConfig) -> ReportResult:
     md += "\n## Plots\n\n" + "\n".join(f"* `{p.path.name}`: {p.headline}" for p in plots) + "\n"
     atomic_write_bytes(out / "tables.md", md.encode("utf-8"))
     files.append(out / "tables.md")
-    return ReportResult(out, tuple(tables), tuple(plots), tuple(files), len(records), skipped)
+    return ReportResult(
+        out, tuple(tables), tuple(plots), tuple(files), len(records), skipped, tuple(findings)
+    )
