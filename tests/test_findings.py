@@ -3,6 +3,7 @@ numbers recomputed here from the raw JSON without edgerobust's report code."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -23,8 +24,14 @@ def _raw() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RECORDS.rglob("*.json"))]
 
 
+@functools.cache
+def _fixture_rows() -> tuple:
+    return tuple(judge_findings(Models(load_records(RECORDS))))
+
+
 def _rows(root: Path = RECORDS) -> dict:
-    return {r.key: r for r in judge_findings(Models(load_records(root)))}
+    rows = _fixture_rows() if root == RECORDS else judge_findings(Models(load_records(root)))
+    return {r.key: r for r in rows}
 
 
 def _evals_by_model() -> dict[str, dict]:
