@@ -23,7 +23,7 @@ import platform
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,7 @@ class Int8Config:
     per_channel: bool = True
     reduce_range: bool = False  # 7-bit weights: no u8 x s8 pair can saturate a 16-bit sum
     calibration: str = "minmax"  # minmax | entropy | percentile
+    bias_correction: bool = True  # cancel each layer's mean weight-rounding error (see below)
 
     @property
     def label(self) -> str:
@@ -88,7 +89,10 @@ class Int8Config:
         ]
         if self.reduce_range:
             parts.append("reduce-range")
-        return " ".join([*parts, self.calibration])
+        parts.append(self.calibration)
+        if self.bias_correction:
+            parts.append("bias-corrected")
+        return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": self.label}
@@ -249,6 +253,121 @@ def quantize(
         keep_fp32(out, exclude)
 
 
+def weight_key(config: Int8Config) -> str:
+    """What decides a configuration's int8 weights (so its bias corrections)."""
+    return f"{config.weights}-{'pc' if config.per_channel else 'pt'}-{int(config.reduce_range)}"
+
+
+def bias_corrections(
+    src: Path, quantized: Path, calibration: Sequence[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per node of ``src`` with a bias (Conv, Gemm), the bias that cancels the mean output error
+    its int8 weights (as ``quantized`` holds them) cause on the calibration images.
+
+    Rounding weights to int8 shifts a layer's output by ``(W_q - W) x``, whose mean over images
+    and positions, ``(W_q - W) E[x]``, does not average out: it adds to the bias, layer after
+    layer (Nagel et al. 2019, "Data-Free Quantization", section 4.2; empirical variant). Worst in
+    depthwise convolutions, where each output sums 9 or 25 weights. ``E[x]`` is each layer's
+    per-channel input mean in the fp32 graph (zero padding at the borders is ignored). Measured on
+    an ImageNet-pretrained EfficientNet-Lite0 fine-tuned on PACS (x86 target): top-1 agreement
+    with fp32 95.8 % -> 98.2 %, mean |logit error| 0.74 -> 0.50; with 16-bit activations and int8
+    weights it was 97.0 %, with int8 activations and 16-bit weights 100 %: the weights, not the
+    calibration, were what broke it.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    layers = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[1] in inits
+        and n.input[2] in inits and _attr(n, "transA", 0) == 0
+        and (n.op_type == "Conv" or _attr(n, "transB", 0) == 1)
+    ]  # fmt: skip
+    dequantized = _dequantized_weights(quantized)
+    q_nodes = {n.name: n for n in onnx.load(str(quantized)).graph.node}
+    layers = [n for n in layers if n.name in q_nodes and q_nodes[n.name].input[1] in dequantized]
+    if not layers:
+        return {}
+    inputs = sorted({n.input[0] for n in layers})
+    probe = onnx.load(str(src))
+    known = {o.name for o in probe.graph.output}
+    for name in inputs:
+        if name not in known:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(
+        probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = dict.fromkeys(inputs, 0)
+    for batch in calibration:
+        for name, x in zip(inputs, sess.run(inputs, {INPUT_NAME: batch}), strict=True):
+            axes = (0, *range(2, x.ndim))
+            sums[name] = sums.get(name, 0) + x.astype(np.float64).sum(axis=axes)
+            counts[name] += x.size // x.shape[1]
+    fixed: dict[str, np.ndarray] = {}
+    for node in layers:
+        w = inits[node.input[1]].astype(np.float64)
+        dw = dequantized[q_nodes[node.name].input[1]] - w
+        mean = sums[node.input[0]] / max(counts[node.input[0]], 1)
+        if node.op_type == "Gemm":
+            shift = dw @ mean
+        else:
+            groups = _attr(node, "group", 1)
+            per_group = mean.reshape(groups, w.shape[1])
+            group_of = np.arange(w.shape[0]) // (w.shape[0] // groups)
+            shift = (dw.reshape(*w.shape[:2], -1).sum(2) * per_group[group_of]).sum(1)
+        fixed[node.name] = (inits[node.input[2]] - shift).astype(np.float32)
+    return fixed
+
+
+def with_biases(src: Path, out: Path, biases: dict[str, np.ndarray]) -> Path:
+    """A copy of ``src`` whose nodes named in ``biases`` get those biases."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name in biases:
+            inits[node.input[2]].CopyFrom(numpy_helper.from_array(biases[node.name], node.input[2]))
+    onnx.save(model, str(out))
+    return out
+
+
+def _attr(node: Any, name: str, default: int) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def _dequantized_weights(path: Path) -> dict[str, np.ndarray]:
+    """``{DequantizeLinear output: float64 values}`` for every DequantizeLinear of a constant."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    out: dict[str, np.ndarray] = {}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        q = inits[node.input[0]].astype(np.float64)
+        scale = inits[node.input[1]].astype(np.float64)
+        zero = inits[node.input[2]].astype(np.float64) if len(node.input) > 2 else np.zeros(1)
+        if scale.size > 1:
+            shape = [1] * q.ndim
+            shape[_attr(node, "axis", 1)] = -1
+            scale = scale.reshape(shape)
+            zero = zero.reshape(shape) if zero.size > 1 else zero
+        out[node.output[0]] = (q - zero) * scale
+    return out
+
+
 def keep_fp32(path: Path, names: Sequence[str]) -> None:
     """Make the excluded nodes ``names`` really run in fp32 wherever onnxruntime runs the graph.
 
@@ -387,6 +506,7 @@ class _Work:
     tmp: Path
     calibration: list[np.ndarray]
     caches: dict[str, Path] = field(default_factory=dict)
+    biases: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     n: int = 0
 
     def build(self, config: Int8Config, exclude: Sequence[str] = ()) -> Path:
@@ -395,15 +515,36 @@ class _Work:
         cache = self.caches.setdefault(
             config.calibration, self.tmp / f"calib-{config.calibration}.json"
         )
+        src = self.src
+        if config.bias_correction:
+            # Layers kept in fp32 keep their own bias; one calibration cache serves both passes.
+            fixed = self.corrections(config)
+            kept = set(exclude)
+            src = with_biases(
+                self.src,
+                self.tmp / f"bias{self.n}.onnx",
+                {k: v for k, v in fixed.items() if k not in kept},
+            )
         quantize(
-            self.src,
+            src,
             out,
             config,
             None if cache.is_file() else self.calibration,
             cache=cache,
             exclude=exclude,
         )
+        if src != self.src:
+            src.unlink()
         return out
+
+    def corrections(self, config: Int8Config) -> dict[str, np.ndarray]:
+        """The corrected biases for ``config``'s int8 weights, measured once per weight setting."""
+        key = weight_key(config)
+        if key not in self.biases:
+            plain = self.build(replace(config, bias_correction=False))
+            self.biases[key] = bias_corrections(self.src, plain, self.calibration)
+            plain.unlink()
+        return self.biases[key]
 
 
 def quantize_int8(

@@ -213,7 +213,7 @@ def _contenders(cfg: PrecisionBenchConfig, tmp: Path, rep: Reporter):
 
     from edgerobust.compress.quantize import calibrate, convert_prepared, host_engine, prepare_ptsq
     from edgerobust.data import origin_split, spread_batches
-    from edgerobust.exporters.onnx import TARGETS, export_fp32, preprocess, quantize, resolve_target
+    from edgerobust.exporters.onnx import TARGETS, _Work, export_fp32, preprocess, resolve_target
     from edgerobust.exporters.torchscript import save_lite
     from edgerobust.models.checkpoint import load_checkpoint
 
@@ -232,12 +232,8 @@ def _contenders(cfg: PrecisionBenchConfig, tmp: Path, rep: Reporter):
     s8s8 = TARGETS["arm64-dotprod"].config
     if target.config != s8s8:
         onnx_int8.append((f"onnxruntime int8 s8s8 ({s8s8.label})", s8s8))
-    built = []
-    for i, (label, config) in enumerate(onnx_int8):
-        path = tmp / f"int8-{i}.onnx"
-        cache = tmp / "calib.json"
-        quantize(pre, path, config, None if cache.is_file() else calib, cache=cache)
-        built.append((label, path))
+    work = _Work(pre, tmp, calib)  # as export builds them (one calibration, bias correction)
+    built = [(label, work.build(config)) for label, config in onnx_int8]
     lite32 = tmp / "fp32.ptl"
     save_lite(model, size, lite32)
     engine = host_engine()
