@@ -12,7 +12,8 @@ as dequantize -> fp32 op -> quantize here), u8 activations are (20 ``QLinearConv
 ``QLinearAdd``): about twice as fast. With VNNI or ARM's dot product, s8s8 is onnxruntime's first
 choice. ``--tune`` measures the candidates on this host instead (:mod:`.int8tune`); when int8
 breaks the model, the accuracy-aware fallback keeps the most sensitive layers in fp32
-(:mod:`edgerobust.compress.fallback`).
+(:mod:`edgerobust.compress.fallback`). Every configuration corrects each layer's bias for the mean
+output shift its int8 weights cause (:func:`bias_corrections`): what EfficientNet-Lite needed.
 """
 
 from __future__ import annotations
