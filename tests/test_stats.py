@@ -24,6 +24,9 @@ def test_mcnemar_exact_matches_the_binomial_tail():
     assert mcnemar_exact(0, 7) == pytest.approx(2 / 2**7)
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 3)
+    # thousands of discordant images (a whole PACS domain): no float overflow
+    assert mcnemar_exact(1500, 1500) == 1.0
+    assert mcnemar_exact(1300, 1700) == pytest.approx(2.9796e-13, rel=1e-4)  # scipy binomtest
 
 
 def test_newcombe_interval_reproduces_the_published_example():
