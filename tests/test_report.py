@@ -198,6 +198,9 @@ def test_html_is_self_contained(report):
     assert len(images) == 3
     assert all(base64.b64decode(img)[:8] == PNG_MAGIC for img in images)
     assert not re.search(r"(src|href)=['\"](https?:|file:|/)", page)  # nothing fetched from outside
+    # every table scrolls in its own box: Tables 3-5 are wider than a page
+    with_rows = [t for t in report.tables if t.rows]
+    assert page.count("<div class='wide'><table>") == len(with_rows) > 0
 
 
 def test_pareto_front_minimises_latency_and_maximises_accuracy():

@@ -12,7 +12,8 @@ from edgerobust.report.tables import Table
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:100em;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0 1em}
+div.wide{overflow-x:auto;margin:.5em 0 1em}
+table{border-collapse:collapse;font-size:12px}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;white-space:nowrap}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
 p.note{font-size:12px;color:#555;margin:.2em 0} img{max-width:100%;border:1px solid #eee}

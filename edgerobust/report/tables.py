@@ -87,7 +87,7 @@ class Table:
     def to_html(self) -> str:
         parts = [f"<h2 id='{self.name}'>{html.escape(self.title)}</h2>"]
         if self.rows:
-            parts.append("<table><thead><tr>")
+            parts.append("<div class='wide'><table><thead><tr>")
             parts += [f"<th>{html.escape(c)}</th>" for c in self.columns]
             parts.append("</tr></thead><tbody>")
             for row in self.rows:
@@ -97,7 +97,7 @@ class Table:
                     for c in row
                 )
                 parts.append(f"<tr>{cells}</tr>")
-            parts.append("</tbody></table>")
+            parts.append("</tbody></table></div>")
         else:
             parts.append("<p><em>no records for this table</em></p>")
         parts += [f"<p class='note'>{html.escape(n)}</p>" for n in self.notes]
