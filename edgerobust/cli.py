@@ -1195,7 +1195,7 @@ def bench_attacks_cmd(
         str | None, typer.Option(help="Domain (default: the source domain's validation split).")
     ] = None,
     attacks: Annotated[
-        str, typer.Option(help="Comma-separated: cw, ead, ddn, deepfool.")
+        str, typer.Option(help="Comma-separated: cw, ead, ddn, deepfool, pgd.")
     ] = "cw,ead",
     limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 48,
     seed: Annotated[int, typer.Option(help="Sample seed, the same for every run.")] = 0,
@@ -1212,7 +1212,8 @@ def bench_attacks_cmd(
         Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
     ] = None,
 ) -> None:
-    """Settled vs foolbox's full C&W/EAD/DDN/DeepFool: robust accuracy and gradient evaluations."""
+    """Settled vs foolbox's full C&W/EAD/DDN/DeepFool/PGD: robust accuracy and gradient
+    evaluations."""
     from edgerobust.console import RichReporter
     from edgerobust.console import out as stdout
     from edgerobust.errors import require_torch

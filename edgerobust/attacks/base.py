@@ -261,7 +261,7 @@ class Attack(ABC):
         norms = np.zeros((len(eps), n))
         queries: np.ndarray | None = None
         clean: np.ndarray | None = None
-        blocks = [(e,) for e in eps] if self.fixed_eps else [eps]
+        blocks = self.blocks(eps, ctx)
         for bi, start in enumerate(range(0, n, size)):
             b = slice(start, min(start + size, n))
             self.begin_batch(ctx.seed * BATCH_SEED_STRIDE + bi)
@@ -291,6 +291,11 @@ class Attack(ABC):
             if on_batch is not None:
                 on_batch(b, found)
         return Sweep(eps, success, norms, queries, clean)
+
+    def blocks(self, eps: tuple[float, ...], ctx: RunContext) -> list[tuple[float, ...]]:
+        """How :meth:`sweep` hands the eps to :meth:`run` on each batch: a ``fixed_eps`` attack
+        one eps per run, in order (foolbox's loop), a minimisation attack the whole sweep."""
+        return [(e,) for e in eps] if self.fixed_eps else [eps]
 
     def _checked(self, found: Found, n_eps: int, n: int) -> Found:
         """``found`` if it has the shapes the sweep expects, else a one-line ``ValueError``."""

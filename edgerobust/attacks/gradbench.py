@@ -7,6 +7,10 @@ per strength, with eps 0 and that strength's budgets, as ``edgerobust attack --s
 or ``heavy`` would. The record gives robust accuracy at each eps, the images broken, the gradient
 evaluations and the seconds of each run, and the ratios.
 
+PGD is a fixed-eps attack: foolbox draws a random start per eps, in the order of the sweep, so
+its exact run is made per strength (eps 0 and that strength's budgets), the same sweep the
+settled run gets, and each image starts from the same point in both.
+
 The goal (issue 19): the same robust accuracy at every eps within one image, with at most one
 third of foolbox's gradient evaluations for C&W and EAD at the light and heavy budgets.
 """
@@ -30,6 +34,9 @@ from edgerobust.progress import NullReporter, Reporter
 RECORD_VERSION = 1
 GOAL_RATIO = 1 / 3  # at most one third of foolbox's gradient evaluations
 GOAL_IMAGES = 1  # robust accuracy within one image at every eps
+#: The attacks the gradient goal is set for (issue 19): C&W and EAD. PGD, DDN and DeepFool are
+#: measured against foolbox too, but a robust image costs PGD its full budget by design.
+GOAL_ATTACKS = frozenset({"L2CarliniWagnerAttack", "EADAttack"})
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class AttackBenchConfig:
 
     def validate(self) -> None:
         if not self.attacks:
-            raise ConfigError("--attacks is empty: name cw, ead, ddn or deepfool")
+            raise ConfigError("--attacks is empty: name cw, ead, ddn, deepfool or pgd")
         for a in self.attacks:
             spec = get(a)
             if not isinstance(spec, FoolboxAttack) or spec.foolbox not in SETTLED:
@@ -128,35 +135,49 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
     for name in cfg.attacks:
         spec = get(name)
         every = tuple(sorted({0.0, *(e for s in cfg.strengths for e in spec.eps(s))}))
-        full = run(spec, every, GradStop.exact.value)
+        # a minimisation attack's search does not depend on the budgets: one exact run serves
+        # both strengths. A fixed-eps attack (PGD) draws a random start per eps in sweep order,
+        # so its exact run is the strength's own, as `attack --strength X --stop exact` runs it.
+        full = None if spec.fixed_eps else run(spec, every, GradStop.exact.value)
         rows = {}
         for s in cfg.strengths:
             eps = tuple(sorted({0.0, *spec.eps(s)}))
+            exact = full or run(spec, eps, GradStop.exact.value)
             settled = run(spec, eps, GradStop.settled.value)
-            k = [every.index(e) for e in eps]
-            ref = full["success"][k]
+            k = [exact["eps"].index(e) for e in eps]
+            ref = exact["success"][k]
             diff = settled["success"].sum(1) - ref.sum(1)
-            ratio = settled["gradients"] / max(1, full["gradients"])
+            ratio = settled["gradients"] / max(1, exact["gradients"])
             rows[s] = {
                 "eps": list(eps),
                 "robust_accuracy_exact": [float(v) for v in 1 - ref.mean(1)],
                 "robust_accuracy_settled": [float(v) for v in 1 - settled["success"].mean(1)],
                 "broken_minus_exact": [int(d) for d in diff],
                 "images_differing": [int(v) for v in (settled["success"] != ref).sum(1)],
+                "gradients_exact": exact["gradients"],
+                "seconds_exact": exact["seconds"],
                 "gradients_settled": settled["gradients"],
                 "seconds_settled": settled["seconds"],
                 "gradient_ratio": ratio,
                 "verdict": {
                     "same_within_one_image": bool(np.abs(diff).max() <= GOAL_IMAGES),
-                    "at_most_one_third": bool(ratio <= GOAL_RATIO),
+                    "at_most_one_third": bool(ratio <= GOAL_RATIO)
+                    if spec.foolbox in GOAL_ATTACKS
+                    else None,
                 },
             }
         attacks[name] = {
             "title": spec.title,
             "norm": spec.norm,
             "settings": spec.with_params(cfg.params.get(name, {})),
-            "gradients_exact": full["gradients"],
-            "seconds_exact": full["seconds"],
+            "stop_rule": spec.stop_rule(GradStop.settled.value)[1],
+            # the exact run(s): one for a minimisation attack, one per strength for PGD
+            "gradients_exact": sum(r["gradients_exact"] for r in rows.values())
+            if full is None
+            else full["gradients"],
+            "seconds_exact": sum(r["seconds_exact"] for r in rows.values())
+            if full is None
+            else full["seconds"],
             "strengths": rows,
         }
     import foolbox
@@ -213,12 +234,18 @@ def bench_lines(record: dict[str, Any]) -> list[str]:
             ex = "  ".join(f"{100 * v:5.1f}" for v in r["robust_accuracy_exact"][1:])
             se = "  ".join(f"{100 * v:5.1f}" for v in r["robust_accuracy_settled"][1:])
             v = r["verdict"]
-            ok = v["same_within_one_image"] and v["at_most_one_third"]
+            ok = v["same_within_one_image"] and v["at_most_one_third"] is not False
+            goal = "the goal" if v["at_most_one_third"] is not None else "the accuracy goal"
+            own = (
+                f"exact {r['gradients_exact']} gradients, {r['seconds_exact']:.1f} s; "
+                if r["gradients_exact"] != a["gradients_exact"]
+                else ""
+            )
             lines.append(
                 f"  {s:5s} eps {', '.join(f'{e:g}' for e in eps)}: robust % exact {ex} / "
-                f"settled {se}; broken vs exact {r['broken_minus_exact'][1:]}; "
+                f"settled {se}; broken vs exact {r['broken_minus_exact'][1:]}; {own}"
                 f"{r['gradients_settled']} gradients = {r['gradient_ratio']:.3f} of foolbox's, "
-                f"{r['seconds_settled']:.1f} s: {'meets' if ok else 'misses'} the goal"
+                f"{r['seconds_settled']:.1f} s: {'meets' if ok else 'misses'} {goal}"
             )
     return lines
 

@@ -26,10 +26,16 @@ class GradStop(str, Enum):
     settled = "settled"  # per image, until every eps's answer is decided (attacks/settled.py)
 
 
+#: The ``stop`` an attack with nothing to stop records (FGSM: one gradient step per eps).
+NO_STOP = "none"
+
+
 GRAD_STOPS: tuple[str, ...] = tuple(s.value for s in GradStop)
 
 #: The foolbox attacks that :mod:`edgerobust.attacks.settled` implements per image.
-SETTLED = frozenset({"L2CarliniWagnerAttack", "EADAttack", "DDNAttack", "LinfDeepFoolAttack"})
+SETTLED = frozenset(
+    {"L2CarliniWagnerAttack", "EADAttack", "DDNAttack", "LinfDeepFoolAttack", "LinfPGD"}
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,12 @@ class FoolboxAttack(GradientAttack):
     DeepFool, C&W, DDN and EAD are ``MinimizationAttack``s (one search, clipped to each eps by
     foolbox with its early stop at the smallest eps, which is 0 here, the sanity point).
 
-    The run's ``grad_stop`` picks how a minimisation attack searches: ``exact`` is foolbox's
-    attack itself; ``settled`` is the same search per image, stopped once every eps's answer is
-    decided (:mod:`edgerobust.attacks.settled`). ``Found.queries`` carries the gradient
-    evaluations each image cost.
+    The run's ``grad_stop`` picks how an attack searches: ``exact`` is foolbox's attack itself;
+    ``settled`` is the same search per image, stopped once every eps's answer is decided
+    (:mod:`edgerobust.attacks.settled`; PGD then gets all eps in one run, smallest first, so
+    that an adversarial at a small eps settles the larger ones). FGSM is one step per eps: it
+    has nothing to stop and always runs foolbox's attack. ``Found.queries`` carries the
+    gradient evaluations each image cost.
     """
 
     foolbox: str = field(default="", kw_only=True)  # the class name in ``foolbox.attacks``
@@ -75,17 +83,33 @@ class FoolboxAttack(GradientAttack):
             queries=crafted.gradients,
         )
 
+    def blocks(self, eps: tuple[float, ...], ctx: RunContext) -> list[tuple[float, ...]]:
+        if self.fixed_eps and self.settles and ctx.grad_stop == GradStop.settled.value:
+            return [eps]  # settled PGD: every eps in one run (attacks/settled.pgd_search)
+        return super().blocks(eps, ctx)
+
     def describe(
         self, swept: Sweep, settings: Mapping[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
         """The gradient evaluations spent, foolbox's budget beside them (its most, before C&W's
-        and EAD's ``abort_early``; under ``exact`` the count is foolbox's own), and the rule."""
+        and EAD's ``abort_early``; under ``exact`` the count is foolbox's own), and the rule
+        that applied: ``stop`` (exact, settled, or none for FGSM) and ``stop_rule`` in words."""
         out = super().describe(swept, settings, ctx)
         if out:
             n = swept.success.shape[1]
             out["gradients_budget"] = n * self.gradient_budget(settings, len(swept.eps))
-            out["stop"] = ctx.grad_stop if self.settles else GradStop.exact.value
+            out["stop"], out["stop_rule"] = self.stop_rule(ctx.grad_stop)
         return out
+
+    def stop_rule(self, grad_stop: str) -> tuple[str, str]:
+        """The rule a run under ``--stop grad_stop`` applies to this attack: (name, sentence)."""
+        if not self.settles:
+            return NO_STOP, "one gradient step per eps: nothing to stop (foolbox's attack)"
+        if grad_stop == GradStop.settled.value:
+            from edgerobust.attacks.settled import RULES
+
+            return grad_stop, RULES[self.foolbox]
+        return GradStop.exact.value, "foolbox's attack, its full budget"
 
     def gradient_budget(self, settings: Mapping[str, Any], n_eps: int) -> int:
         """Per image, the most gradient evaluations foolbox's attack may spend."""
@@ -105,4 +129,4 @@ class FoolboxAttack(GradientAttack):
         return self.foolbox in SETTLED
 
 
-__all__ = ["SETTLED", "FoolboxAttack", "GradStop"]
+__all__ = ["NO_STOP", "SETTLED", "FoolboxAttack", "GradStop"]

@@ -1,5 +1,6 @@
 """foolbox 3.3.4's minimisation attacks (C&W L2, EAD L1, DDN L2, DeepFool) as per-image searches
-that stop as soon as every requested epsilon's answer is settled.
+that stop as soon as every requested epsilon's answer is settled, and its Linf PGD runs per eps
+that end once every image is decided (see "PGD" below).
 
 Why
 ---
@@ -58,6 +59,30 @@ skips to that end (one gradient instead of eleven, the same outcome).
 With ``stop="none"`` no image stops early, and every image spends foolbox's budget for it
 (``batch_size=1``). ``stop="exact"`` is not handled here: it runs foolbox's own attack
 (:mod:`edgerobust.attacks.whitebox`).
+
+PGD (a fixed-eps attack)
+------------------------
+foolbox's ``LinfPGD`` runs ``steps`` signed-gradient steps from a random start at every eps on
+its own, and judges the **last** iterate, clipped to eps. It is not a search for the smallest
+adversarial, so the rule above does not apply; :func:`pgd_search` uses this one instead:
+
+1. **Broken at eps, and at every larger eps**, once the image is misclassified clean or an
+   adversarial was found at a smaller eps: that adversarial lies within the larger eps too
+   (``||d|| <= eps_small <= eps_large``), and it is the image judged there.
+2. **Broken at eps** as soon as any iterate of the run is adversarial (the best-iterate rule:
+   its logits come from the forward pass of that step's gradient, so the check is free). The
+   image leaves the batch; the batch's run ends when no image is left.
+3. **Robust at eps** only after the full step budget, judged on the last iterate as foolbox does:
+   PGD has no certificate of robustness. Eps 0 needs no run: the projection puts every iterate
+   back on the clean image, so foolbox's answer there is the clean one.
+
+Images that are not settled early follow foolbox's path step for step: the random starts are
+drawn as foolbox's sweep draws them (one whole batch per eps, eps ascending, as every sweep here
+runs them), and PGD has no batch-wide decision. So the settled answer can differ from foolbox's in one direction only:
+an image broken here (an earlier iterate, or a smaller eps, was adversarial) whose last iterate
+at that eps is not adversarial in foolbox's run. Robust accuracy under ``settled`` is therefore
+at most foolbox's, never above it, and by design the answer at a larger eps never contradicts
+a smaller one (foolbox's per-eps random starts can make it non-monotone).
 """
 
 from __future__ import annotations
@@ -597,11 +622,134 @@ def deepfool_search(
     return Search(xc, _flat(xc - x0).abs().max(-1).values.double().cpu().numpy(), counts, early)
 
 
+# --------------------------------------------------------------------------- PGD Linf
+
+
+@dataclass
+class Runs:
+    """What a fixed-eps search returns: the image judged at each eps, in the order asked."""
+
+    adversarials: torch.Tensor  # (E, B, C, H, W): foolbox's ``run`` output at each eps
+    counts: Counts = field(default_factory=Counts)
+    settled: np.ndarray | None = None  # (E, B) bool: decided before the full budget at that eps
+
+
+def pgd_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    *,
+    steps: int = 40,
+    rel_stepsize: float = 0.01 / 0.3,
+    abs_stepsize: float | None = None,
+    random_start: bool = True,
+    stop: str = "settled",
+) -> Runs:
+    """foolbox's ``LinfPGD.run`` at each eps of ``eps``, with the settled rule of the module
+    docstring (``stop="settled"``), or foolbox's runs themselves (``stop="none"``: every image
+    runs every step at every eps and the last iterate is returned).
+
+    The eps are run from the smallest up, so that an adversarial found at a small eps settles
+    the larger ones. The random starts are drawn as foolbox's sweep draws them for the eps in
+    that order (``FixedEpsilonAttack.__call__`` runs eps after eps, each drawing a start for the
+    whole batch; edgerobust's sweeps always hand the eps ascending), so under the same seed an
+    image that is not settled early follows foolbox's path step for step, and the answers do
+    not depend on the order the eps are given in.
+    """
+    n = x.shape[0]
+    dev = x.device
+    eps = [float(e) for e in eps]
+    settle = stop == "settled"
+    counts = Counts(per_image=np.zeros(n, np.int64))
+    ascending = sorted(range(len(eps)), key=eps.__getitem__)
+    # foolbox's get_random_start, x0 + uniform(-eps, eps): one whole batch per eps, drawn from
+    # the smallest eps up (the order of every edgerobust sweep), whatever the order given
+    starts = {}
+    for k in ascending:
+        e = eps[k]
+        noise = torch.rand(x.shape, dtype=x.dtype, device=dev) * (e - -e) + -e
+        starts[k] = x + noise if random_start else x
+    out = torch.empty((len(eps),) + tuple(x.shape), dtype=x.dtype, device=dev)
+    early = np.zeros((len(eps), n), bool)
+    rows = np.arange(n)
+    # broken[i]: image i has an adversarial (found[i]) within the eps run so far (rule 1)
+    found = x.clone()
+    broken = np.zeros(n, bool)
+    if settle:
+        with torch.no_grad():
+            broken = (model(x).argmax(-1) != y).cpu().numpy()  # the clean image itself
+        counts.forwards += n
+    for k in ascending:
+        e = eps[k]
+        out[k] = x
+        if settle:
+            b = torch.from_numpy(rows[broken]).to(dev)
+            out[k, b] = found[b]
+            early[k] = broken
+            if e == 0:  # rule 3: at eps 0 every iterate is projected back onto x
+                early[k] = True
+                continue
+        a = rows if not settle else rows[~broken]
+        stepsize = rel_stepsize * e if abs_stepsize is None else abs_stepsize
+        cur = torch.clamp(starts[k], 0, 1)
+        for _ in range(steps):
+            if not a.size:
+                break
+            ai = torch.from_numpy(a).to(dev)
+            xa = cur[ai].clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xa)
+                loss = torch.nn.functional.cross_entropy(logits, y[ai], reduction="none").sum()
+                (grad,) = torch.autograd.grad(loss, xa)
+            counts.gradients += len(a)
+            counts.per_image[a] += 1
+            if settle:  # rule 2: an adversarial iterate settles the image at this eps
+                hit = (logits.detach().argmax(-1) != y[ai]).cpu().numpy()
+                if hit.any():
+                    h = ai[torch.from_numpy(hit).to(dev)]
+                    found[h] = cur[h]
+                    out[k, h] = cur[h]
+                    broken[a[hit]] = True
+                    early[k, a[hit]] = True
+                    keep = torch.from_numpy(~hit).to(dev)
+                    a, ai, grad = a[~hit], ai[keep], grad[keep]
+                    if not a.size:
+                        break
+            xs = cur[ai] + stepsize * grad.sign()
+            xs = x[ai] + torch.clamp(xs - x[ai], -e, e)
+            cur[ai] = torch.clamp(xs, 0, 1)
+        ai = torch.from_numpy(a).to(dev)
+        out[k, ai] = cur[ai]
+        if settle and a.size:  # the last iterate, as foolbox judges it
+            with torch.no_grad():
+                last = (model(cur[ai]).argmax(-1) != y[ai]).cpu().numpy()
+            counts.forwards += len(a)
+            h = ai[torch.from_numpy(last).to(dev)]
+            found[h] = cur[h]
+            broken[a[last]] = True
+    return Runs(out, counts, early)
+
+
 SEARCHES = {
     "L2CarliniWagnerAttack": cw_search,
     "EADAttack": ead_search,
     "DDNAttack": ddn_search,
     "LinfDeepFoolAttack": deepfool_search,
+    "LinfPGD": pgd_search,
+}
+
+#: The stop rule of each settled search, as the record states it.
+RULES = {
+    "L2CarliniWagnerAttack": "per image, until every eps is decided: broken once the best L2 "
+    "<= eps; robust once a finished constant's smallest loss > eps^2 (weak duality)",
+    "EADAttack": "per image, until every eps is decided: broken once the best L1 <= eps; robust "
+    f"once bracketed with the best L1 > {EAD_MARGIN:g} x eps (heuristic)",
+    "DDNAttack": "per image, until every eps is decided: broken once the best L2 <= eps; robust "
+    "once the radius cannot shrink to eps in the steps left",
+    "LinfDeepFoolAttack": "per image, until adversarial or out of steps (foolbox's result)",
+    "LinfPGD": "per image and eps: broken once any iterate is adversarial (best iterate), and at "
+    "every larger eps once broken at a smaller one or clean; else foolbox's full steps",
 }
 
 
@@ -615,10 +763,23 @@ def judge(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """foolbox's ``MinimizationAttack.__call__`` after ``run``: shrink the best perturbation to
     each eps and ask the model. Returns (clipped (E, B, ...), success (E, B))."""
-    p = best - x
+    return judge_each(model, x, y, best.expand((len(eps),) + tuple(best.shape)), eps, norm)
+
+
+def judge_each(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    adversarials: torch.Tensor,
+    eps: Sequence[float],
+    norm: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """foolbox's judgement of ``adversarials[k]`` at ``eps[k]`` (both ``__call__``s): clip the
+    perturbation to eps and ask the model. Returns (clipped (E, B, ...), success (E, B))."""
     clipped = []
     success = []
-    for e in eps:
+    for e, adv in zip(eps, adversarials, strict=True):
+        p = adv - x
         if norm == "linf":
             xpc = x + torch.clamp(p, -e, e)
         else:
@@ -636,12 +797,16 @@ __all__ = [
     "CW_MARGIN",
     "DDN_MARGIN",
     "EAD_MARGIN",
+    "RULES",
     "SEARCHES",
     "Counts",
+    "Runs",
     "Search",
     "cw_search",
     "ddn_search",
     "deepfool_search",
     "ead_search",
     "judge",
+    "judge_each",
+    "pgd_search",
 ]

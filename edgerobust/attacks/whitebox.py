@@ -117,7 +117,7 @@ def craft(
     time).
 
     ``stop="exact"`` runs foolbox's attack. ``stop="settled"`` runs the attack's per-image loop
-    from :mod:`edgerobust.attacks.settled` (C&W, EAD, DDN, DeepFool; foolbox for the others),
+    from :mod:`edgerobust.attacks.settled` (C&W, EAD, DDN, DeepFool, PGD; foolbox for FGSM),
     judged at each eps exactly as foolbox judges. Both count gradient evaluations per image
     (foolbox's for the batch, spread evenly over its images)."""
     import foolbox
@@ -133,11 +133,14 @@ def craft(
     eps = [float(e) for e in eps]
     name = getattr(spec, "foolbox", None)
     if stop == GradStop.settled.value and name in SETTLED:
-        from edgerobust.attacks.settled import SEARCHES, judge
+        from edgerobust.attacks.settled import SEARCHES, judge, judge_each
 
         settings = spec.with_params(overrides or {})
         found = SEARCHES[name](model, xt, yt, eps, stop=stop, **settings)
-        clipped, success = judge(model, xt, yt, found.best, eps, spec.norm)
+        if spec.fixed_eps:  # PGD: one run per eps, each judged at its own eps
+            clipped, success = judge_each(model, xt, yt, found.adversarials, eps, spec.norm)
+        else:
+            clipped, success = judge(model, xt, yt, found.best, eps, spec.norm)
         return Crafted(
             tuple(eps),
             clipped.detach().float().cpu().numpy(),

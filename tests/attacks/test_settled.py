@@ -126,6 +126,71 @@ def test_an_image_within_the_smallest_eps_leaves_at_once(toy) -> None:
     torch.testing.assert_close(a.best, b.best, rtol=0, atol=0)
 
 
+# --------------------------------------------------------------------------- PGD (fixed eps)
+
+PGD = {"steps": 10}
+PGD_EPS = (0.0, 0.05, 0.3, 0.6)  # the toy model breaks at the largest only
+
+
+def _pgd(model, x, y, eps, stop, seed=1, **settings):
+    from edgerobust.attacks.settled import judge_each, pgd_search
+
+    torch.manual_seed(seed)
+    runs = pgd_search(model, x, y, eps, stop=stop, **get("pgd").with_params(settings))
+    return runs, judge_each(model, x, y, runs.adversarials, eps, "linf")
+
+
+def test_pgd_without_stopping_is_foolbox(toy) -> None:
+    """``stop="none"``: foolbox's LinfPGD sweep under the same seed, image for image (the random
+    starts are drawn as foolbox's sweep draws them)."""
+    model, x, y = toy
+    torch.manual_seed(1)
+    ref_adv, ref_success = _foolbox(get("pgd"), get("pgd").with_params(PGD), model, x, y, PGD_EPS)
+    runs, (adv, success) = _pgd(model, x, y, PGD_EPS, "none", **PGD)
+    assert torch.equal(success, ref_success) and torch.equal(adv, ref_adv)
+    assert runs.counts.per_image.tolist() == [10 * len(PGD_EPS)] * 6
+    assert ref_success[-1].sum() > ref_success[1].sum()  # the largest eps breaks something
+
+
+def test_pgd_settled_breaks_at_least_foolbox_images_with_fewer_gradients(toy) -> None:
+    """The settled rule can only add broken images (an earlier iterate or a smaller eps was
+    adversarial where foolbox's last iterate is not); on this seed it adds none. The
+    clean-misclassified image costs no gradient, eps 0 none, and the eps order does not
+    matter."""
+    model, x, y = toy
+    full, (_, exact) = _pgd(model, x, y, PGD_EPS, "none", **PGD)
+    runs, (_, settled) = _pgd(model, x, y, PGD_EPS, "settled", **PGD)
+    assert not (exact & ~settled).any()  # every image foolbox breaks is broken here
+    assert (settled != exact).sum(1).max() <= 1  # within one image at every eps (here: 0)
+    assert torch.equal(settled, exact)
+    assert runs.counts.gradients < full.counts.gradients
+    assert runs.counts.per_image[0] == 0 and runs.settled[:, 0].all()
+    assert (settled[1:].int() >= settled[:-1].int()).all()  # monotone in eps
+    order = [3, 0, 2, 1]
+    again, (_, shuffled) = _pgd(model, x, y, tuple(PGD_EPS[k] for k in order), "settled", **PGD)
+    # the random starts are drawn eps ascending whatever the order given: the same run
+    assert torch.equal(shuffled, settled[order])
+    np.testing.assert_array_equal(again.counts.per_image, runs.counts.per_image)
+
+
+def test_pgd_an_adversarial_iterate_settles_the_larger_eps(toy) -> None:
+    """An image broken at a smaller eps spends nothing at a larger one, and the adversarial
+    judged there is the one found (within the smaller eps)."""
+    model, x, y = toy
+    eps = (0.0, 0.6, 0.9)
+    full, (_, exact) = _pgd(model, x, y, eps, "none", **PGD)
+    runs, (adv, settled) = _pgd(model, x, y, eps, "settled", **PGD)
+    small, _ = _pgd(model, x, y, eps[:2], "settled", **PGD)  # the same draws up to eps 0.6
+    b = settled[1].numpy()
+    assert 0 < b.sum() < 6  # some images broken at 0.6, some not
+    assert settled[2][b].all() and runs.settled[2][b].all()
+    torch.testing.assert_close(adv[2][b], adv[1][b], rtol=0, atol=0)
+    extra = runs.counts.per_image - small.counts.per_image  # what the 0.9 run cost each image
+    assert (extra[b] == 0).all() and (extra[~b] <= 10).all()
+    assert runs.counts.gradients < full.counts.gradients
+    assert not (exact & ~settled).any()
+
+
 # --------------------------------------------------------------------------- craft on the tiny model
 
 
@@ -177,6 +242,33 @@ def test_settled_equals_exact_on_the_tiny_model(batch, name: str) -> None:
     np.testing.assert_array_equal(shuffled.success[::-1], settled.success)
 
 
+def test_settled_pgd_against_foolbox_on_the_tiny_model(batch) -> None:
+    """PGD at the paper's budgets and one that breaks images, through ``craft`` (as the sweep
+    runs it under one batch seed): settled breaks every image foolbox breaks, robust accuracy
+    within one image of 8 at every eps (the rule can only break more: a best iterate or a smaller
+    eps' adversarial where foolbox's last iterate is not), fewer gradients, any budget order."""
+    from edgerobust.attacks.whitebox import craft
+
+    ck, x, y = batch
+    spec = get("pgd")
+    settings = spec.with_params({"steps": 10})
+    eps = (0.0, spec.light[0], spec.heavy[0], 0.03)
+    cpu = torch.device("cpu")
+
+    def run(e, stop):
+        torch.manual_seed(7)
+        return craft(ck.model, spec, x, y, e, device=cpu, overrides=settings, stop=stop)
+
+    exact, settled = run(eps, "exact"), run(eps, "settled")
+    assert exact.gradients.sum() == len(y) * 10 * len(eps)  # foolbox: every step at every eps
+    assert not (exact.success & ~settled.success).any()
+    assert np.abs(settled.success.sum(1) - exact.success.sum(1)).max() <= 1
+    assert exact.success[-1].any()  # the large eps breaks something, so the rule is exercised
+    assert settled.gradients.sum() < exact.gradients.sum()
+    shuffled = run(eps[::-1], "settled")
+    np.testing.assert_array_equal(shuffled.success[::-1], settled.success)
+
+
 def test_unknown_stop_rule_is_refused(batch) -> None:
     from edgerobust.attacks.whitebox import craft
 
@@ -189,7 +281,7 @@ def test_attack_record_states_the_rule_the_gradients_and_the_seconds(tiny, fast)
     from edgerobust.attacks.run import AttackConfig, run_attacks
     from edgerobust.progress import ListReporter
 
-    names = ("fgsm", "cw", "deepfool")
+    names = ("fgsm", "pgd", "cw", "deepfool")
     params = {k: v for k, v in fast.items() if k in names}
     rep = ListReporter()
     rec = run_attacks(
@@ -198,7 +290,9 @@ def test_attack_record_states_the_rule_the_gradients_and_the_seconds(tiny, fast)
     assert rec["config"]["stop"] == "settled"
     for a in rec["attacks"]:
         (r,) = a["results"]
-        assert r["stop"] == ("exact" if a["attack"] == "fgsm" else "settled")
+        # FGSM is one step per eps: it claims no stop rule
+        assert r["stop"] == ("none" if a["attack"] == "fgsm" else "settled")
+        assert r["stop_rule"] and ("nothing to stop" in r["stop_rule"]) == (a["attack"] == "fgsm")
         assert 0 < r["gradients"] <= r["gradients_budget"]
         assert a["seconds"] > 0
     assert [line.split(":")[0] for line in rep.lines] == list(names)
@@ -210,8 +304,8 @@ def test_attack_record_states_the_rule_the_gradients_and_the_seconds(tiny, fast)
 def test_bench_attacks_refuses_an_attack_without_a_settled_search() -> None:
     from edgerobust.attacks.gradbench import AttackBenchConfig
 
-    with pytest.raises(ConfigError, match="pgd has no settled search; choose from deepfool, cw"):
-        AttackBenchConfig("x", attacks=("pgd",)).validate()
+    with pytest.raises(ConfigError, match="fgsm has no settled search; choose from deepfool, pgd"):
+        AttackBenchConfig("x", attacks=("fgsm",)).validate()
 
 
 def test_attack_batch_is_the_fastest_unless_given_or_exact(tiny, fast) -> None:
@@ -244,9 +338,9 @@ def test_bench_attacks_command_compares_settled_with_foolbox(capsys, tiny, tmp_p
 
     out = tmp_path / "bench.json"
     _cli(
-        ["bench-attacks", str(tiny.fp32), "--attacks", "cw,ddn", "--limit", "6"]
+        ["bench-attacks", str(tiny.fp32), "--attacks", "cw,ddn,pgd", "--limit", "6"]
         + ["--set", "cw.steps=10", "--set", "cw.binary_search_steps=3", "--set", "ddn.steps=10"]
-        + ["--out", str(out)]
+        + ["--set", "pgd.steps=4", "--out", str(out)]
     )
     printed = capsys.readouterr().out
     assert "gradient evaluations" in printed and "of foolbox's" in printed
@@ -260,6 +354,16 @@ def test_bench_attacks_command_compares_settled_with_foolbox(capsys, tiny, tmp_p
             assert r["gradient_ratio"] == r["gradients_settled"] / a["gradients_exact"]
             assert r["robust_accuracy_exact"][0] == r["robust_accuracy_settled"][0]  # eps 0
     assert rec["attacks"]["ddn"]["gradients_exact"] == 6 * 10  # DDN has no early stop
+    # PGD: an exact run per strength (its random starts follow the sweep), eps 0 and one budget
+    pgd = rec["attacks"]["pgd"]
+    assert "best iterate" in pgd["stop_rule"]
+    for r in pgd["strengths"].values():
+        assert r["gradients_exact"] == 6 * 4 * 2
+        assert r["gradient_ratio"] == r["gradients_settled"] / r["gradients_exact"]
+        assert r["verdict"]["at_most_one_third"] is None  # the gradient goal is C&W's and EAD's
+        assert all(d >= 0 for d in r["broken_minus_exact"])  # settled can only break more
+    assert pgd["gradients_exact"] == 2 * 6 * 4 * 2
+    assert "PGD Linf" in printed and "the accuracy goal" in printed
 
 
 @pytest.mark.parametrize(
