@@ -252,7 +252,7 @@ def test_settled_pgd_against_foolbox_on_the_tiny_model(batch) -> None:
     ck, x, y = batch
     spec = get("pgd")
     settings = spec.with_params({"steps": 10})
-    eps = (0.0, spec.light[0], spec.heavy[0], 0.03)
+    eps = (0.0, spec.light[0], spec.heavy[0], 0.1, 0.3)
     cpu = torch.device("cpu")
 
     def run(e, stop):
