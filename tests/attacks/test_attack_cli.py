@@ -81,8 +81,8 @@ def test_attack_command_writes_a_labelled_record(capsys, tiny, tmp_path) -> None
     assert "(transfer)" in printed and "(blackbox)" in printed and "(direct)" in printed
     assert "model queries" in printed
     assert (
-        "fgsm: 8 gradient evaluations (1.00 of foolbox's budget, stop exact)" in printed
-    )  # 4 x 2 eps
+        "fgsm: 8 gradient evaluations (1.00 of foolbox's budget, stop none)" in printed
+    )  # 4 x 2 eps; FGSM is one step: no stop rule
     rec = json.loads(out.read_text())
     assert rec["record"] == "attack" and rec["config"]["strength"] == "heavy"
     assert rec["data"]["n"] == 4 and rec["model"]["precision"] == "int8"
