@@ -299,6 +299,8 @@ class QuantizeRecord(Record):
     top1_agreement: float | None
     warning: str | None
     config: dict[str, Any]
+    # the accuracy-aware fallback's search (FallbackResult.to_dict()), None when it did not run
+    fallback: dict[str, Any] | None = None
     study: dict[str, Any] | None = None
 
     @classmethod

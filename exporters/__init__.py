@@ -173,10 +173,9 @@ def export_checkpoint(
     import torch
 
     from edgerobust.compress.quantize import (
-        calibrate,
+        calibrated_ptsq,
         convert_prepared,
         host_engine,
-        prepare_ptsq,
         ptsq_scheme,
     )
     from edgerobust.data import origin_split, spread_batches
@@ -237,12 +236,16 @@ def export_checkpoint(
             )
         if not spec.quant:
             t = rep.task(f"PTSQ calibration ({engine})", req.calib_batches)
-            prepared = prepare_ptsq(ckpt.model, engine)
-            n_cal = calibrate(prepared, calibration_batches(), progress=lambda i: rep.advance(t))
+            cal = calibrated_ptsq(
+                ckpt.model, engine, calibration_batches(), progress=lambda i: rep.advance(t)
+            )
             rep.done(t)
-            model_to_save = convert_prepared(prepared, engine)
+            model_to_save = convert_prepared(cal.prepared, engine)
             scheme = ptsq_scheme(ckpt.model)
-            notes.append(f"{scheme} ({engine}) calibrated on {n_cal} source training images")
+            notes.append(
+                f"{scheme} ({engine}, per-channel weights, bias-corrected) calibrated on "
+                f"{cal.images} source training images"
+            )
         torch.backends.quantized.engine = engine
         int8_twin = model_to_save
     elif quant == "int8":

@@ -1,7 +1,8 @@
 """Post-training static quantization (PTSQ), as in the paper (section 3.1.3).
 
-fuse conv-bn(-relu) -> attach the engine's default qconfig (per-channel int8 weights, histogram-
-calibrated uint8 activations) -> calibrate on source-domain training images -> convert.
+fuse conv-bn(-relu) -> attach the qconfig (per-channel int8 weights, histogram-calibrated uint8
+activations) -> calibrate on source-domain training images -> correct the fused biases for the
+weights' rounding -> convert.
 
 Two paths, one result (a module running the engine's int8 kernels):
 
@@ -19,6 +20,20 @@ Two paths, one result (a module running the engine's int8 kernels):
 ``keep_fp32`` names modules (as in ``model.named_modules()``, e.g. ``backbone.blocks.0.0.conv_dw``)
 whose qconfig is ``None``: they stay fp32, with quantize/dequantize around them.
 
+Two departures from the engines' default qconfigs, both recorded in the checkpoint's
+``spec.quant`` (``weights``, ``bias_correction``) so that it reloads the same way:
+
+- **per-channel weights on every engine.** ``x86``/``fbgemm`` default to them already; ``qnnpack``
+  defaults to one scale per tensor, although its convolution and linear kernels take per-channel
+  weights (and the TorchScript/lite interpreter carries them). A depthwise filter whose channels
+  differ in size by 100x loses the small ones to a per-tensor scale.
+- **bias correction** (Nagel et al. 2019, "Data-Free Quantization", section 4.2, empirical
+  variant): rounding a layer's weights shifts its output by ``(W_q - W) x``, whose mean
+  ``(W_q - W) E[x]`` does not average out and adds to the bias, layer after layer (worst in
+  depthwise convolutions, 9 or 25 weights per output). ``E[x]``, each fused layer's per-channel
+  input mean, is measured in the same calibration pass; the bias is lowered by the shift. The
+  ONNX int8 exporter does the same (``exporters/onnx.py``, ``bias_corrections``).
+
 The engine decides the int8 kernels: ``x86``/``fbgemm`` for Intel/AMD servers and laptops,
 ``qnnpack`` for ARM (phones, Raspberry Pi). A model converted for one engine must run with that
 engine active, which the manifest and the runtimes take care of.
@@ -35,13 +50,16 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.ao.nn.intrinsic import _FusedModule
 
 from edgerobust.errors import ConfigError
 
@@ -88,10 +106,29 @@ def ptsq_scheme(model: nn.Module, keep_fp32: Sequence[str] = ()) -> str:
     return EAGER if eager and not keep_fp32 else FX
 
 
-def prepare_ptsq(model: nn.Module, engine: str, keep_fp32: Sequence[str] = ()) -> nn.Module:
+PER_CHANNEL, ENGINE_DEFAULT = "per-channel", "engine-default"  # spec.quant["weights"]
+
+
+def ptsq_qconfig(engine: str, per_channel: bool = True) -> Any:
+    """The engine's default qconfig, with per-channel symmetric int8 weights if asked (the
+    default of x86/fbgemm already; qnnpack's default is per-tensor)."""
+    from torch.ao.quantization import QConfig, get_default_qconfig
+    from torch.ao.quantization.observer import default_per_channel_weight_observer
+
+    base = get_default_qconfig(engine)
+    if not per_channel:
+        return base
+    return QConfig(activation=base.activation, weight=default_per_channel_weight_observer)
+
+
+def prepare_ptsq(
+    model: nn.Module, engine: str, keep_fp32: Sequence[str] = (), *, per_channel: bool = True
+) -> nn.Module:
     """A fused copy of ``model`` with observers attached, ready for calibration.
 
     ``keep_fp32``: module names left in fp32 (FX path). Unknown names are an error.
+    ``per_channel``: per-channel weights (the default); False gives the engine's default qconfig
+    (what checkpoints written before ``spec.quant["weights"]`` used).
     """
     engine = check_engine(engine)
     torch.backends.quantized.engine = engine
@@ -103,10 +140,11 @@ def prepare_ptsq(model: nn.Module, engine: str, keep_fp32: Sequence[str] = ()) -
             f"keep_fp32 names {unknown[0]!r}, which the model lacks (names as in named_modules(), "
             "e.g. backbone.conv1)"
         )
+    qconfig = ptsq_qconfig(engine, per_channel)
     if ptsq_scheme(model, keep_fp32) == EAGER:
         with quiet():
             prepared.backbone.fuse_model()
-            prepared.backbone.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+            prepared.backbone.qconfig = qconfig
             torch.ao.quantization.prepare(prepared, inplace=True)
         return prepared
     from torch.ao.quantization import get_default_qconfig_mapping
@@ -115,7 +153,7 @@ def prepare_ptsq(model: nn.Module, engine: str, keep_fp32: Sequence[str] = ()) -
     _plain_norm_act(prepared)
     if engine == Engine.qnnpack.value:
         _layout_safe_clamps(prepared)
-    mapping = get_default_qconfig_mapping(engine)
+    mapping = get_default_qconfig_mapping(engine).set_global(qconfig)
     for name in keep_fp32:
         mapping = mapping.set_module_name(name, None)
     example = torch.rand(1, 3, FX_EXAMPLE_SIZE, FX_EXAMPLE_SIZE)
@@ -211,3 +249,181 @@ def convert_prepared(prepared: nn.Module, engine: str) -> nn.Module:
 
             return convert_fx(copy.deepcopy(prepared).eval())
         return torch.ao.quantization.convert(copy.deepcopy(prepared).eval(), inplace=False)
+
+
+# --------------------------------------------------------------------------- bias correction
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer int8 will quantize: ``module`` (named ``name``, carrying the qconfig) wraps or is
+    ``op``, the fused ``Conv2d``/``Linear`` whose weight is quantized."""
+
+    name: str
+    module: nn.Module
+    op: nn.Conv2d | nn.Linear
+
+
+def quantized_layers(prepared: nn.Module) -> list[Layer]:
+    """The convolutions and linear layers of a prepared model that int8 quantizes, in model
+    order (fused conv-bn(-relu) count once, under the convolution's name); layers kept in fp32
+    (qconfig ``None``) are left out."""
+    out: list[Layer] = []
+    for name, mod in prepared.named_modules():  # parents come before their children
+        if getattr(mod, "qconfig", None) is None:
+            continue
+        if out and name.startswith(out[-1].name + "."):
+            continue  # the convolution inside a fused conv-relu: counted as the fused module
+        op = mod[0] if isinstance(mod, _FusedModule) else mod
+        if type(op) in (nn.Conv2d, nn.Linear):
+            out.append(Layer(name, mod, op))
+    return out
+
+
+@contextmanager
+def input_means(layers: Sequence[Layer]) -> Iterator[dict[str, torch.Tensor]]:
+    """While open, every forward pass adds to each layer's per-channel input mean; the dict
+    (layer name -> mean, float64) is filled when the block closes."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def add(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().double()
+            axes = (0, *range(2, x.dim()))
+            sums[name] = sums.get(name, 0) + x.sum(dim=axes)
+            counts[name] = counts.get(name, 0) + x.numel() // x.shape[1]
+
+        return add
+
+    means: dict[str, torch.Tensor] = {}
+    handles = [layer.op.register_forward_pre_hook(hook(layer.name)) for layer in layers]
+    try:
+        yield means
+    finally:
+        for h in handles:
+            h.remove()
+        means.update({n: sums[n] / max(counts[n], 1) for n in sums})
+
+
+def quantized_weight(layer: Layer) -> torch.Tensor:
+    """``layer``'s weight as int8 will hold it (dequantized): its qconfig's weight observer,
+    as ``convert`` applies it."""
+    w = layer.op.weight.detach()
+    obs = layer.module.qconfig.weight()
+    obs(w)
+    scale, zero_point = obs.calculate_qparams()
+    if obs.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
+        return torch.fake_quantize_per_channel_affine(
+            w, scale.float(), zero_point.int(), obs.ch_axis, obs.quant_min, obs.quant_max
+        )
+    return torch.fake_quantize_per_tensor_affine(
+        w, float(scale), int(zero_point), obs.quant_min, obs.quant_max
+    )
+
+
+def correct_biases(
+    layers: Sequence[Layer], means: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Lower each layer's bias by ``(W_q - W) E[x]`` in place (see the module docstring);
+    returns the original biases by layer name. Layers without a bias or without measured
+    inputs are left alone (a fused conv-bn always has a bias)."""
+    original = {}
+    for layer in layers:
+        op = layer.op
+        if op.bias is None or layer.name not in means:
+            continue
+        dw = (quantized_weight(layer) - op.weight.detach()).double()
+        mean = means[layer.name]
+        if isinstance(op, nn.Linear):
+            shift = dw @ mean
+        else:
+            groups = op.groups
+            per_group = mean.reshape(groups, -1)
+            group_of = torch.arange(dw.shape[0]) // (dw.shape[0] // groups)
+            shift = (dw.flatten(2).sum(2) * per_group[group_of]).sum(1)
+        original[layer.name] = op.bias.detach().clone()
+        with torch.no_grad():
+            op.bias -= shift.to(op.bias.dtype)
+    return original
+
+
+@dataclass
+class Calibrated:
+    """A prepared, calibrated model (what a checkpoint stores) and how it was made."""
+
+    prepared: nn.Module
+    images: int
+    per_channel: bool
+    bias_correction: bool
+    original_biases: dict[str, torch.Tensor]  # of the corrected layers, before correction
+
+    def quant_spec(self) -> dict[str, Any]:
+        """The keys ``spec.quant`` records about the weights."""
+        return {
+            "weights": PER_CHANNEL if self.per_channel else ENGINE_DEFAULT,
+            "bias_correction": self.bias_correction,
+        }
+
+
+def calibrated_ptsq(
+    model: nn.Module,
+    engine: str,
+    batches: Iterable[np.ndarray],
+    keep_fp32: Sequence[str] = (),
+    *,
+    per_channel: bool = True,
+    bias_correction: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Calibrated:
+    """prepare -> calibrate -> bias correction: the state a PTSQ checkpoint stores."""
+    prepared = prepare_ptsq(model, engine, keep_fp32, per_channel=per_channel)
+    layers = quantized_layers(prepared) if bias_correction else []
+    with input_means(layers) as means:
+        n = calibrate(prepared, batches, progress)
+    original = correct_biases(layers, means) if bias_correction else {}
+    return Calibrated(prepared, n, per_channel, bias_correction, original)
+
+
+# --------------------------------------------------------------------------- fallback ranking
+
+
+class _FloatIsland(nn.Module):
+    """A float module inside an int8 model: dequantize, run it, quantize its output as the int8
+    module it replaces would have."""
+
+    def __init__(self, module: nn.Module, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.module, self.scale, self.zero_point = module, scale, zero_point
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x.dequantize() if x.is_quantized else x)
+        return torch.quantize_per_tensor(y, self.scale, self.zero_point, torch.quint8)
+
+
+@contextmanager
+def float_islands(int8: nn.Module, cal: Calibrated, names: Sequence[str]) -> Iterator[None]:
+    """While open, the int8 layers ``names`` of ``int8`` (converted from ``cal.prepared``) run in
+    fp32 with their uncorrected bias, their outputs quantized as before: a cheap stand-in for
+    re-quantizing with those layers kept in fp32 (which re-calibrates everything), used to rank
+    layers for the fallback."""
+    prepared = dict(cal.prepared.named_modules())
+    swapped = []
+    try:
+        for name in names:
+            q = int8.get_submodule(name)
+            f = copy.deepcopy(prepared[name])
+            for m in f.modules():  # observers and their hooks stay out of it
+                m._forward_hooks.clear()
+                m._forward_pre_hooks.clear()
+            if name in cal.original_biases:
+                op = f[0] if isinstance(f, _FusedModule) else f
+                op.bias.data.copy_(cal.original_biases[name])
+            parent, _, child = name.rpartition(".")
+            holder = int8.get_submodule(parent) if parent else int8
+            setattr(holder, child, _FloatIsland(f, float(q.scale), int(q.zero_point)))
+            swapped.append((holder, child, q))
+        yield
+    finally:
+        for holder, child, q in reversed(swapped):
+            setattr(holder, child, q)

@@ -36,7 +36,8 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     widths: dict[str, list[int]] | None = None  # pruned models: {layer: [in, out]}
-    # PTSQ: {"scheme": "ptsq-eager" | "ptsq-fx", "engine": ..., "keep_fp32": [module names]}
+    # PTSQ: {"scheme": "ptsq-eager" | "ptsq-fx", "engine": ..., "keep_fp32": [module names],
+    #        "weights": "per-channel" (absent: the engine's default qconfig), "bias_correction"}
     quant: dict[str, Any] | None = None
     origin: dict[str, Any] = field(default_factory=dict)  # how it was made (train/prune/...)
     spec_version: int = SPEC_VERSION
@@ -153,7 +154,12 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> Checkpoint:
         spec.arch, spec.num_classes, widths=spec.widths, mean=spec.mean, std=spec.std
     )
     if spec.quant:
-        from edgerobust.compress.quantize import convert_prepared, prepare_ptsq, ptsq_scheme
+        from edgerobust.compress.quantize import (
+            PER_CHANNEL,
+            convert_prepared,
+            prepare_ptsq,
+            ptsq_scheme,
+        )
 
         keep = tuple(spec.quant.get("keep_fp32", ()))
         scheme = spec.quant.get("scheme", "ptsq-eager")
@@ -162,7 +168,9 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> Checkpoint:
                 f"{path} was quantized with {scheme}, which this version of edgerobust does not "
                 f"use for {spec.arch}: quantize its fp32 parent again"
             )
-        model = prepare_ptsq(model, spec.quant["engine"], keep)
+        # Corrected biases are part of the stored state; the weights' qconfig is not.
+        per_channel = spec.quant.get("weights") == PER_CHANNEL
+        model = prepare_ptsq(model, spec.quant["engine"], keep, per_channel=per_channel)
         _load_state(model, state, path)
         model = convert_prepared(model, spec.quant["engine"])
     else:
