@@ -406,6 +406,13 @@ def compress_quantize(
         str | None,
         typer.Option(help="Comma-separated module names left in fp32 (e.g. backbone.conv1)."),
     ] = None,
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            help="Below the agreement bar, keep the most sensitive layers in fp32 (fewer than "
+            "half of them) until it passes."
+        ),
+    ] = True,
 ) -> None:
     """Post-training static int8 quantization (eager for ResNets, FX graph mode otherwise),
     calibrated on source images."""
@@ -425,6 +432,7 @@ def compress_quantize(
         str(data) if data else None,
         force,
         keep_fp32=_csv(keep_fp32) or (),
+        fallback=fallback,
     )
     with RichReporter() as rep:
         rec = quantize_checkpoint(cfg, rep)
@@ -432,6 +440,8 @@ def compress_quantize(
         f"int8 ({rec['engine']}) val accuracy {pct(rec['val_accuracy_int8'])} % vs fp32 "
         f"{pct(rec['val_accuracy_fp32'])} % (n={rec['val_n']}) -> {rec['checkpoint']}"
     )
+    if rec["fallback"]:
+        stdout.print(rec["fallback"]["summary"])
     if rec["warning"]:
         stdout.print(f"[yellow]warning:[/] {rec['warning']}")
 

@@ -81,7 +81,7 @@ def test_poor_int8_agreement_is_refused_with_the_export_gates_bar(trained, tmp_p
     assert 0 <= rec["top1_agreement"] <= 1
     assert (rec["warning"] is None) == (rec["top1_agreement"] >= exporters.DEFAULT_MIN_AGREEMENT)
     monkeypatch.setattr(exporters, "DEFAULT_MIN_AGREEMENT", 1.01)  # no model can meet it
-    with pytest.raises(ParityError, match="quantizes poorly.*--calib-batches.*--force"):
+    with pytest.raises(ParityError, match="quantizes poorly; fallback: .*--calib-batches.*--force"):
         quantize_checkpoint(
             QuantizeConfig(str(trained.checkpoint), calib_batches=1, out=str(tmp_path / "b"))
         )
@@ -173,3 +173,135 @@ def test_fx_int8_with_clamping_activations_tracks_fp32(engine, act):
         ref, out = model(x), int8(x)
     sqnr_db = 10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean())
     assert sqnr_db > 20, f"{engine}: int8 is {sqnr_db:.1f} dB from fp32"
+
+
+def _no_padding_model() -> torch.nn.Module:
+    """Conv, depthwise conv, grouped conv, linear; no padding, so that a layer's mean output is
+    exactly its weights times its mean input (bias correction's premise)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU6(),
+        torch.nn.Conv2d(8, 8, 3, groups=8),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 12, 1, groups=4),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(12, 5),
+    ).eval()
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+def test_bias_correction_cancels_the_mean_output_error_of_int8_weights(engine):
+    """Per layer, the int8 weights with the corrected bias give the fp32 layer's mean output
+    per channel on the calibration images (Nagel et al. 2019); the plain int8 weights do not."""
+    from edgerobust.compress.quantize import calibrated_ptsq, quantized_layers, quantized_weight
+
+    model = _no_padding_model()
+    x = torch.rand(16, 3, 12, 12) * 2
+    cal = calibrated_ptsq(model, engine, [x[:8].numpy(), x[8:].numpy()])
+    assert cal.quant_spec() == {"weights": "per-channel", "bias_correction": True}
+    layers = quantized_layers(cal.prepared)
+    assert [type(layer.op) for layer in layers] == [torch.nn.Conv2d] * 3 + [torch.nn.Linear]
+    assert set(cal.original_biases) == {layer.name for layer in layers}
+    inputs = {}
+    hooks = [
+        layer.op.register_forward_pre_hook(lambda m, a, n=layer.name: inputs.update({n: a[0]}))
+        for layer in layers
+    ]
+    with torch.inference_mode():
+        cal.prepared(x)
+    for h in hooks:
+        h.remove()
+
+    def mean_out(layer, weight, bias):
+        op, xin = layer.op, inputs[layer.name]
+        if isinstance(op, torch.nn.Linear):
+            return torch.nn.functional.linear(xin, weight, bias).mean(0)
+        y = torch.nn.functional.conv2d(xin, weight, bias, op.stride, op.padding, 1, op.groups)
+        return y.mean((0, 2, 3))
+
+    for layer in layers:
+        w, wq = layer.op.weight.detach(), quantized_weight(layer)
+        assert (wq != w).any()
+        fp32 = mean_out(layer, w, cal.original_biases[layer.name])
+        plain = (mean_out(layer, wq, cal.original_biases[layer.name]) - fp32).abs().max()
+        fixed = (mean_out(layer, wq, layer.op.bias.detach()) - fp32).abs().max()
+        assert fixed < 1e-4 + 1e-3 * plain, f"{layer.name}: {fixed} vs {plain}"
+        assert plain > 1e-5, f"{layer.name}: int8 weights did not shift the mean"
+
+
+def test_per_channel_weights_on_qnnpack_reload_and_trace_to_lite(trained, tmp_path):
+    """qnnpack gets per-channel weights (its default is per-tensor), recorded in the spec so the
+    checkpoint reloads the same way; the lite interpreter runs them like the PyTorch model.
+    A checkpoint asking for the engine's default qconfig reloads per-tensor."""
+    from edgerobust.exporters import ExportRequest, export
+
+    rec = quantize_checkpoint(
+        QuantizeConfig(str(trained.checkpoint), engine="qnnpack", out=str(tmp_path / "pc"))
+    )
+    spec = read_spec(rec["checkpoint"])
+    assert spec.quant["weights"] == "per-channel" and spec.quant["bias_correction"] is True
+    old = quantize_checkpoint(
+        QuantizeConfig(
+            str(trained.checkpoint),
+            engine="qnnpack",
+            out=str(tmp_path / "pt"),
+            per_channel=False,
+            force=True,
+        )
+    )
+    assert read_spec(old["checkpoint"]).quant["weights"] == "engine-default"
+    schemes = {}
+    for name, path in (("pc", rec["checkpoint"]), ("pt", old["checkpoint"])):
+        conv1 = load_checkpoint(path).model.backbone.conv1
+        schemes[name] = conv1.weight().qscheme()
+    assert schemes == {
+        "pc": torch.per_channel_affine,
+        "pt": torch.per_tensor_affine,
+    } or schemes == {
+        "pc": torch.per_channel_symmetric,
+        "pt": torch.per_tensor_symmetric,
+    }
+    res = export(
+        ExportRequest(
+            rec["checkpoint"], format="ptl", quant="int8", out=str(tmp_path / "m"), force=True
+        )
+    )
+    assert res.manifest.parity["vs_int8_pytorch_model"]["max_abs_logit_diff"] < 1e-3
+
+
+def _sabotaged(trained, tmp_path):
+    """The trained model with an int8 trap in its classifier: input channel 0 of ``fc`` is dead
+    (the last block's channel 0 is always 0 after its ReLU) and carries huge weights. fp32 does
+    not notice; per-channel int8 rounds every other weight of ``fc`` to 0."""
+    from edgerobust.models.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(trained.checkpoint)
+    bb = ckpt.model.backbone
+    block = bb.layer4[0]
+    with torch.no_grad():
+        for bn in (block.bn2, block.downsample[1]):
+            bn.weight[0], bn.bias[0] = 0.0, -1.0
+        bb.fc.weight[:, 0] = 1000 * bb.fc.weight.abs().max()
+    return save_checkpoint(tmp_path / "trap" / "model.safetensors", ckpt.model, ckpt.spec)
+
+
+def test_fallback_keeps_the_broken_layer_in_fp32(trained, tmp_path):
+    path = _sabotaged(trained, tmp_path)
+    with pytest.raises(ParityError, match="quantizes poorly"):
+        quantize_checkpoint(QuantizeConfig(str(path), out=str(tmp_path / "off"), fallback=False))
+    assert not (tmp_path / "off").exists()
+    rec = quantize_checkpoint(QuantizeConfig(str(path), out=str(tmp_path / "on")))
+    fb = rec["fallback"]
+    assert fb["passed"] and fb["kept_fp32"] == ["backbone.fc"]
+    assert fb["ranking"][0]["layer"] == "backbone.fc" and fb["start_agreement"] < fb["bar"]
+    assert fb["int8_layers"] == fb["layers"] - 1 and rec["warning"] is None
+    assert rec["top1_agreement"] >= fb["bar"]
+    spec = read_spec(rec["checkpoint"])
+    assert spec.quant["keep_fp32"] == ["backbone.fc"] and spec.quant["scheme"] == "ptsq-fx"
+    int8 = load_checkpoint(rec["checkpoint"]).model
+    assert type(int8.get_submodule("backbone.fc")) is torch.nn.Linear  # fp32 in the int8 model
+    assert json.loads((tmp_path / "on" / "quantize.json").read_text())["fallback"] == fb

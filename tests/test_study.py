@@ -212,12 +212,13 @@ def test_shipped_pacs_studies_are_valid(name):
 
 
 def test_new_study_keys_reach_the_plan(tmp_path):
-    """head_epochs (LP-FT), timm:NAME, export.models, quantize.force, attack stop and auto batch."""
+    """head_epochs (LP-FT), timm:NAME, export.models, quantize.force and .fallback, attack stop
+    and auto batch."""
     from edgerobust.study.plan import plan_study
 
     text = (
         GOOD.replace("epochs = 2", "epochs = 2\nhead_epochs = 1", 1)
-        .replace('engines = ["x86"]', 'engines = ["x86"]\nforce = true')
+        .replace('engines = ["x86"]', 'engines = ["x86"]\nforce = true\nfallback = false')
         .replace(
             'precisions = ["fp32", "int8"]',
             'precisions = ["fp32", "int8"]\nmodels = { ptl = ["baseline"] }',
@@ -234,6 +235,7 @@ def test_new_study_keys_reach_the_plan(tmp_path):
     train = [s for s in stages if s.kind == "train"]
     assert train and all(s.settings["head_epochs"] == 1 for s in train)
     assert all(s.settings["force"] for s in stages if s.kind == "quantize")
+    assert all(s.settings["fallback"] is False for s in stages if s.kind == "quantize")
     ptl = [s.meta for s in stages if s.kind == "export" and s.meta["format"] == "ptl"]
     assert ptl and {m["compression"] for m in ptl} == {"baseline", "int8"}  # not pruned/distilled
     onnx = {
@@ -248,6 +250,7 @@ def test_new_study_keys_reach_the_plan(tmp_path):
     plain = plan_study(load_study(write(tmp_path, GOOD, "plain.toml"))).stages
     for s in plain:
         assert "head_epochs" not in s.settings and "force" not in s.settings or s.kind == "export"
+        assert "fallback" not in s.settings or s.kind == "export"
     timm = load_study(
         write(
             tmp_path,

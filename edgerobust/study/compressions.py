@@ -271,6 +271,7 @@ class Quantize:
             models=qt.get("models", qt.array(qt.string(QUANTIZABLE)), ("baseline",)),
             calib_batches=qt.get("calib_batches", qt.integer(1), 16),
             force=qt.get("force", qt.boolean(), False),
+            fallback=qt.get("fallback", qt.boolean(), None),
         )
         qt.finish()
         return spec
@@ -287,7 +288,8 @@ class Quantize:
                         self.name,
                         # force only when set: studies without it keep their stage keys
                         {"engine": engine, "calib_batches": q.calib_batches}
-                        | ({"force": True} if q.force else {}),
+                        | ({"force": True} if q.force else {})
+                        | ({"fallback": q.fallback} if q.fallback is not None else {}),
                         (("model", m.stage),),
                         f"{m.source}/{label}",
                     ),
@@ -313,6 +315,7 @@ class Quantize:
             engine=settings["engine"],
             calib_batches=settings["calib_batches"],
             force=settings.get("force", False),
+            fallback=settings.get("fallback", True),
             out=str(out),
         )
         rec = quantize_checkpoint(cfg, rep)

@@ -66,6 +66,7 @@ Schema (every table but ``[study]``, ``[dataset]`` and ``[train]`` is optional):
     models = ["baseline"]         # which models: baseline | pruned | distilled
     calib_batches = 16
     force = false                 # keep int8 models that agree with fp32 below the bar
+    fallback = true               # below the bar: keep the most sensitive layers in fp32
                                   # each [compress.NAME] table is read by the compression
                                   # registered as NAME (edgerobust.compress): one more is a
                                   # plugin's @register_compression, with no edit here
@@ -241,6 +242,8 @@ class QuantizeSpec:
     models: tuple[str, ...] = ("baseline",)
     calib_batches: int = 16
     force: bool = False  # keep int8 models below the agreement bar (marked in their records)
+    # below the bar, keep the most sensitive layers in fp32; None: not set (the default, on)
+    fallback: bool | None = None
 
 
 @dataclass(frozen=True)
