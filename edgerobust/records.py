@@ -296,11 +296,11 @@ class QuantizeRecord(Record):
     val_n: int
     val_accuracy_int8: float
     val_accuracy_fp32: float
+    # the accuracy-aware fallback's search (FallbackResult.to_dict()), None when it did not run
+    fallback: dict[str, Any] | None = None
     top1_agreement: float | None
     warning: str | None
     config: dict[str, Any]
-    # the accuracy-aware fallback's search (FallbackResult.to_dict()), None when it did not run
-    fallback: dict[str, Any] | None = None
     study: dict[str, Any] | None = None
 
     @classmethod
