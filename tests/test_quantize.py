@@ -305,3 +305,28 @@ def test_fallback_keeps_the_broken_layer_in_fp32(trained, tmp_path):
     int8 = load_checkpoint(rec["checkpoint"]).model
     assert type(int8.get_submodule("backbone.fc")) is torch.nn.Linear  # fp32 in the int8 model
     assert json.loads((tmp_path / "on" / "quantize.json").read_text())["fallback"] == fb
+
+
+def test_a_candidate_copying_another_ones_calibration_is_the_same_model():
+    """The fallback's candidates copy the observers of the first one calibrated (calibration
+    runs in fp32 whatever is kept): the int8 model must equal one calibrated on the images."""
+    from edgerobust.compress.quantize import calibrated_ptsq
+
+    model = _no_padding_model()
+    x = torch.rand(24, 3, 12, 12) * torch.linspace(0.2, 4, 24).view(-1, 1, 1, 1)
+    batches = [x[:8].numpy(), x[8:16].numpy()]
+    donor = calibrated_ptsq(model, "x86", batches)
+    honest = calibrated_ptsq(model, "x86", batches, ("3",))
+    copied = calibrated_ptsq(model, "x86", batches, ("3",), donor=donor)
+    assert copied.reused and not honest.reused and not donor.reused
+    assert copied.original_biases.keys() == honest.original_biases.keys() == {"0", "6", "9"}
+    models = [convert_prepared(c.prepared, "x86") for c in (honest, copied)]
+    fp32_conv_relu = torch.ao.nn.intrinsic.ConvReLU2d  # conv-bn-relu fused, kept in fp32
+    assert all(type(m.get_submodule("3")) is fp32_conv_relu for m in models)
+    with torch.inference_mode():
+        a, b = (m(x[16:]) for m in models)
+    assert torch.equal(a, b)
+    # the stored state (observer statistics, corrected biases) is the same, tensor by tensor
+    sa, sb = honest.prepared.state_dict(), copied.prepared.state_dict()
+    assert sa.keys() == sb.keys() and any("activation_post_process" in k for k in sa)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -158,10 +158,13 @@ class _Builder:
     cfg: QuantizeConfig
     batches: list[np.ndarray]
     cache: dict[tuple[str, ...], tuple[Any, Any]] = field(default_factory=dict)
+    donor: Any = None  # the first FX candidate calibrated: the others copy its observers
 
     def __call__(
         self, keep: tuple[str, ...], progress: Callable[[int], None] | None = None
     ) -> tuple[Any, Any]:
+        import torch
+
         from edgerobust.compress.quantize import calibrated_ptsq, convert_prepared
 
         if keep not in self.cache:
@@ -173,7 +176,10 @@ class _Builder:
                 per_channel=self.cfg.per_channel,
                 bias_correction=self.cfg.bias_correction,
                 progress=progress,
+                donor=self.donor,
             )
+            if self.donor is None and isinstance(cal.prepared, torch.fx.GraphModule):
+                self.donor = cal
             self.cache[keep] = (cal, convert_prepared(cal.prepared, self.cfg.engine))
         return self.cache[keep]
 

@@ -357,6 +357,8 @@ class Calibrated:
     per_channel: bool
     bias_correction: bool
     original_biases: dict[str, torch.Tensor]  # of the corrected layers, before correction
+    means: dict[str, torch.Tensor]  # per layer, its per-channel input mean on the calibration
+    reused: bool = False  # observers copied from another candidate's calibration (see below)
 
     def quant_spec(self) -> dict[str, Any]:
         """The keys ``spec.quant`` records about the weights."""
@@ -369,20 +371,72 @@ class Calibrated:
 def calibrated_ptsq(
     model: nn.Module,
     engine: str,
-    batches: Iterable[np.ndarray],
+    batches: Sequence[np.ndarray],
     keep_fp32: Sequence[str] = (),
     *,
     per_channel: bool = True,
     bias_correction: bool = True,
     progress: Callable[[int], None] | None = None,
+    donor: Calibrated | None = None,
 ) -> Calibrated:
-    """prepare -> calibrate -> bias correction: the state a PTSQ checkpoint stores."""
+    """prepare -> calibrate -> bias correction: the state a PTSQ checkpoint stores.
+
+    ``donor``: an FX candidate of the same model already calibrated on ``batches``, e.g. with
+    other layers kept in fp32 (the fallback's candidates). Calibration runs the prepared model
+    in fp32 whatever it keeps, so every observer sees the same tensors in both: its statistics
+    are copied, matched by the graph node it observes, instead of running the images again (the
+    same numbers, a tested equality). If any observer or layer has no counterpart, it calibrates.
+    """
     prepared = prepare_ptsq(model, engine, keep_fp32, per_channel=per_channel)
     layers = quantized_layers(prepared) if bias_correction else []
-    with input_means(layers) as means:
-        n = calibrate(prepared, batches, progress)
+    reused = (
+        donor is not None
+        and all(layer.name in donor.means for layer in layers)
+        and _copy_observers(prepared, donor.prepared)
+    )
+    if reused:
+        n, means = donor.images, donor.means
+    else:
+        with input_means(layers) as means:
+            n = calibrate(prepared, batches, progress)
     original = correct_biases(layers, means) if bias_correction else {}
-    return Calibrated(prepared, n, per_channel, bias_correction, original)
+    return Calibrated(prepared, n, per_channel, bias_correction, original, dict(means), reused)
+
+
+def _observers(prepared: nn.Module) -> dict[str, list[str]] | None:
+    """An FX-prepared model's observers: observed node name -> observer module names (None for
+    a model prepared in eager mode)."""
+    from torch.ao.quantization.observer import ObserverBase
+
+    if not isinstance(prepared, torch.fx.GraphModule):
+        return None
+    out: dict[str, list[str]] = {}
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or not node.args:
+            continue
+        if isinstance(prepared.get_submodule(node.target), ObserverBase):
+            out.setdefault(str(node.args[0]), []).append(node.target)
+    return out
+
+
+def _copy_observers(prepared: nn.Module, donor: nn.Module) -> bool:
+    """Give ``prepared`` copies of ``donor``'s observers, matched by the node each observes;
+    False (and nothing changed) if some observer has no single counterpart."""
+    mine, theirs = _observers(prepared), _observers(donor)
+    if mine is None or theirs is None:
+        return False
+    plan: dict[str, str] = {}
+    for node, targets in mine.items():
+        if len(theirs.get(node, ())) != 1:
+            return False
+        for target in targets:
+            if plan.setdefault(target, theirs[node][0]) != theirs[node][0]:
+                return False
+    for target, source in plan.items():
+        parent, _, child = target.rpartition(".")
+        holder = prepared.get_submodule(parent) if parent else prepared
+        setattr(holder, child, copy.deepcopy(donor.get_submodule(source)))
+    return True
 
 
 # --------------------------------------------------------------------------- fallback ranking
