@@ -202,7 +202,12 @@ def test_bias_correction_cancels_the_mean_output_error_of_int8_weights(engine):
     model = _no_padding_model()
     x = torch.rand(16, 3, 12, 12) * 2
     cal = calibrated_ptsq(model, engine, [x[:8].numpy(), x[8:].numpy()])
-    assert cal.quant_spec() == {"weights": "per-channel", "bias_correction": True}
+    assert cal.quant_spec(engine) == {
+        "weights": "per-channel",
+        "weight_bits": 7 if engine == "x86" else 8,
+        "activation_bits": 8,
+        "bias_correction": True,
+    }
     layers = quantized_layers(cal.prepared)
     assert [type(layer.op) for layer in layers] == [torch.nn.Conv2d] * 3 + [torch.nn.Linear]
     assert set(cal.original_biases) == {layer.name for layer in layers}
@@ -330,3 +335,13 @@ def test_a_candidate_copying_another_ones_calibration_is_the_same_model():
     sa, sb = honest.prepared.state_dict(), copied.prepared.state_dict()
     assert sa.keys() == sb.keys() and any("activation_post_process" in k for k in sa)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_x86_int8_has_8bit_activations_and_7bit_weights(int8_checkpoint):
+    """On x86/fbgemm the AVX2 kernels' 16-bit pair sums need one side reduced to 7 bits: the
+    weights, not (torch's default) every activation. The checkpoint records it and reloads so."""
+    spec = read_spec(int8_checkpoint)
+    assert spec.quant["weight_bits"] == 7 and spec.quant["activation_bits"] == 8
+    conv1 = load_checkpoint(int8_checkpoint).model.backbone.conv1
+    w = conv1.weight().int_repr()
+    assert w.min() >= -64 and w.max() <= 63 and w.abs().max() >= 60  # the 7-bit range, used

@@ -120,7 +120,7 @@ def quantize_checkpoint(cfg: QuantizeConfig, reporter: Reporter | None = None) -
                 "engine": cfg.engine,
                 "calibration_images": cal.images,
                 "keep_fp32": list(keep),
-                **cal.quant_spec(),
+                **cal.quant_spec(cfg.engine),
             },
         },
     ).with_origin(
