@@ -119,15 +119,30 @@ def test_widths_missing_from_spec_is_a_checkpoint_error(tmp_path):
         load_checkpoint(path)
 
 
-def test_int8_round_trip_is_bit_identical(tmp_path):
-    from edgerobust.compress.quantize import calibrate, convert_prepared, prepare_ptsq
+@pytest.mark.parametrize(
+    "per_channel", [True, False], ids=["per-channel", "written-before-weights"]
+)
+def test_int8_round_trip_is_bit_identical(tmp_path, per_channel):
+    """The qconfig is not stored, only named: ``spec.quant["weights"]`` says per-channel (as
+    ``compress quantize`` writes it); a spec without it is an older checkpoint, made with the
+    engine's default qconfig, and must reload as that."""
+    from edgerobust.compress.quantize import (
+        PER_CHANNEL,
+        calibrate,
+        convert_prepared,
+        prepare_ptsq,
+        ptsq_bits,
+    )
 
     model = _trained_like()
-    prepared = prepare_ptsq(model, "x86")
+    prepared = prepare_ptsq(model, "x86", per_channel=per_channel)
     rng = np.random.default_rng(0)
     calibrate(prepared, [rng.random((8, 3, 32, 32), dtype=np.float32) for _ in range(3)])
     int8 = convert_prepared(prepared, "x86")
-    spec = _spec(quant={"scheme": "ptsq-eager", "engine": "x86"})
+    quant = {"scheme": "ptsq-eager", "engine": "x86"}
+    if per_channel:
+        quant |= {"weights": PER_CHANNEL, **ptsq_bits("x86")}
+    spec = _spec(quant=quant)
     path = save_checkpoint(tmp_path / "q.safetensors", prepared, spec)
     with pytest.raises(TypeError, match="prepared"):
         save_checkpoint(tmp_path / "bad.safetensors", int8, spec)
