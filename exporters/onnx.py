@@ -629,10 +629,11 @@ class _RankingSet:
 def _ranking_set(fp32: Path, int8: Path, calibration: list[np.ndarray], k: int) -> _RankingSet:
     """The ``k`` calibration images on which fp32 and int8 differ most: top-1 disagreements
     first, then by squared logit error. They are training images, not the gate's held-out ones."""
+    from edgerobust.compress.fallback import most_different
+
     x = np.concatenate(calibration)
     ref, got = run_onnx(fp32, [x]), run_onnx(int8, [x])
-    err = ((ref - got) ** 2).mean(1) + (ref.argmax(1) != got.argmax(1)) * 1e9
-    idx = np.sort(np.argsort(-err)[: min(k, len(x))])
+    idx = most_different(ref, got, k)
     return _RankingSet([x[idx]], ref[idx], len(idx))
 
 

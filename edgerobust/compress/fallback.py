@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -85,6 +87,14 @@ class FallbackResult:
             ],
             "summary": self.summary(),
         }
+
+
+def most_different(reference: np.ndarray, got: np.ndarray, k: int) -> np.ndarray:
+    """Indices (ascending) of the ``k`` images on which two models' logits differ most: top-1
+    disagreements first, then by mean squared logit error. The ranking images of both
+    fallbacks (ONNX int8 and PTSQ)."""
+    err = ((reference - got) ** 2).mean(1) + (reference.argmax(1) != got.argmax(1)) * 1e9
+    return np.sort(np.argsort(-err)[: min(k, len(err))])
 
 
 def rank_layers(

@@ -206,7 +206,7 @@ def _fallback(
     """
     import torch
 
-    from edgerobust.compress.fallback import fallback_search
+    from edgerobust.compress.fallback import fallback_search, most_different
     from edgerobust.compress.quantize import float_islands, quantized_layers
 
     layers = [layer.name for layer in quantized_layers(cal.prepared)]
@@ -217,8 +217,7 @@ def _fallback(
             return torch.cat([model(inputs[i : i + 32]) for i in range(0, len(inputs), 32)])
 
     ref, got = logits(fp32, x), logits(int8, x)
-    err = (ref - got).pow(2).mean(1) + (ref.argmax(1) != got.argmax(1)) * 1e9
-    idx = torch.sort(torch.argsort(-err)[: min(build.cfg.rank_images, len(x))]).values
+    idx = torch.from_numpy(most_different(ref.numpy(), got.numpy(), build.cfg.rank_images))
     x_rank, ref_rank = x[idx], ref[idx]
     user = tuple(build.cfg.keep_fp32)
     t_rank = rep.task("fallback: rank layers", len(layers) + 1)
