@@ -101,7 +101,8 @@ _FREEZE_BN = typer.Option(
 )
 _HEAD_EPOCHS = typer.Option(
     help="First train the new head alone for N of the epochs (lr 0.01, backbone frozen), then "
-    "everything (LP-FT: keeps pretrained features, better off-domain)."
+    "everything (LP-FT: keeps pretrained features, better off-domain). train: N = --epochs "
+    "trains a linear probe only."
 )
 
 

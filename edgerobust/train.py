@@ -62,9 +62,9 @@ class TrainConfig:
     def validate(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
-        if not 0 <= self.head_epochs < self.epochs:
+        if not 0 <= self.head_epochs <= self.epochs:  # all of them: a linear probe
             raise ConfigError(
-                f"--head-epochs must be in [0, --epochs), got {self.head_epochs} of {self.epochs}"
+                f"--head-epochs must be in [0, --epochs], got {self.head_epochs} of {self.epochs}"
             )
         if not 0 < self.lr < 10:
             raise ConfigError(f"--lr must be in (0, 10), got {self.lr}")

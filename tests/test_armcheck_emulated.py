@@ -52,11 +52,21 @@ def arm_artifacts(tmp_path_factory, trained, artifacts) -> dict[str, Path]:
             force=True,  # a 10-image validation split: see conftest's artifacts fixture
         )
         arts[key] = export(req).artifact
+    for target in ("arm64", "arm64-dotprod"):  # ONNX int8 made on this x86 host for a Pi
+        req = ExportRequest(
+            str(trained.checkpoint),
+            format="onnx",
+            quant="int8",
+            target=target,
+            out=str(out),
+            force=True,
+        )
+        arts[f"onnx-int8-{target}"] = export(req).artifact
     return arts
 
 
 def test_pi4_runs_every_format_like_this_host(can_emulate, arm_artifacts, synthetic_root, tmp_path):
-    keys = ("onnx-fp32", "onnx-int8", "ptl-fp32", "ptl-int8", "pt-fp32")
+    keys = ("onnx-fp32", "onnx-int8", "onnx-int8-arm64", "ptl-fp32", "ptl-int8", "pt-fp32")
     cfg = DeviceCheckConfig(
         artifacts=tuple(str(arm_artifacts[k]) for k in keys),
         cpu="cortex-a72",
@@ -90,6 +100,10 @@ def test_pi4_runs_every_format_like_this_host(can_emulate, arm_artifacts, synthe
     assert onnx_int8.against == "qdq-reference"
     assert by_file[arm_artifacts["onnx-int8"].name].host_vs_reference is not None
     assert by_file[arm_artifacts["ptl-int8"].name].comparison.against == "host"
+    # The file made for a Pi 4 (--target arm64) says so, and runs there like the others.
+    pi4 = by_file[arm_artifacts["onnx-int8-arm64"].name]
+    assert read_manifest(arm_artifacts["onnx-int8-arm64"]).quantization["target"] == "arm64"
+    assert pi4.comparison.against == "qdq-reference"
     # optimize_for_mobile on ARM: written beside the .pt, and it matches the .pt there.
     opt = by_file[arm_artifacts["pt-fp32"].name].optimized
     assert opt["passed"] and opt["written"]
@@ -103,7 +117,7 @@ def test_pi4_runs_every_format_like_this_host(can_emulate, arm_artifacts, synthe
 def test_pi5_int8_has_dot_product_and_an_x86_engine_artifact_is_refused(
     can_emulate, arm_artifacts, synthetic_root
 ):
-    keys = ("onnx-int8", "ptl-int8", "ptl-int8-x86")
+    keys = ("onnx-int8", "onnx-int8-arm64-dotprod", "ptl-int8", "ptl-int8-x86")
     cfg = DeviceCheckConfig(
         artifacts=tuple(str(arm_artifacts[k]) for k in keys),
         cpu="cortex-a76",
@@ -113,7 +127,7 @@ def test_pi5_int8_has_dot_product_and_an_x86_engine_artifact_is_refused(
     )
     report = device_check(cfg)
     by_file = {Path(c.artifact).name: c for c in report.checks}
-    for k in ("onnx-int8", "ptl-int8"):
+    for k in ("onnx-int8", "onnx-int8-arm64-dotprod", "ptl-int8"):
         c = by_file[arm_artifacts[k].name]
         assert c.verdict == "pass", c.error
         assert "asimddp" in c.device_host["isa_flags"] and c.int8_warning is None

@@ -176,8 +176,11 @@ def test_head_epochs_train_the_head_alone_then_everything(synthetic_root, tmp_pa
     rec = train(replace(_cfg(synthetic_root, tmp_path / "lpft", 2), head_epochs=1))
     assert [h.get("head_only", False) for h in rec["history"]] == [True, False]
     assert [h["lr"] for h in rec["history"]] == [0.01, 0.05]
+    # --head-epochs = --epochs: a linear probe, every epoch head-only
+    rec = train(replace(_cfg(synthetic_root, tmp_path / "lp-only", 2), head_epochs=2))
+    assert [h.get("head_only", False) for h in rec["history"]] == [True, True]
     with pytest.raises(ConfigError, match="--head-epochs"):
-        train(replace(_cfg(synthetic_root, tmp_path / "bad", 2), head_epochs=2))
+        train(replace(_cfg(synthetic_root, tmp_path / "bad", 2), head_epochs=3))
 
 
 def test_freeze_bn_keeps_the_statistics_and_trains_the_weights(synthetic_root, tmp_path):

@@ -261,6 +261,8 @@ class Quantize:
     method: ClassVar[str] = "PTSQ"
     compression: ClassVar[str] = "int8"
     scope: ClassVar[str] = "models"
+    # 2: per-channel weights on every engine, w7a8 on x86, bias correction, the fallback search
+    version: ClassVar[int] = 2
 
     def parse(self, comp: _Table, ctx: ParseContext) -> QuantizeSpec | None:
         qt = comp.table("quantize")

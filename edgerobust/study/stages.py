@@ -351,7 +351,8 @@ def corruptions_stage(
     return out / "corruptions.json"
 
 
-@register_stage("attack", version=3, accelerated=True)
+# 4: PGD stops once every image's answer is settled (stop rule and gradient count in the record)
+@register_stage("attack", version=4, accelerated=True)
 def attack_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
