@@ -27,7 +27,7 @@ from edgerobust.console import (
 )
 from edgerobust.errors import ConfigError, EdgeRobustError
 from edgerobust.models import is_arch, list_archs
-from edgerobust.runtimes import list_runtimes
+from edgerobust.runtimes import list_runtimes, suffixes
 
 app = typer.Typer(
     name="edgerobust",
@@ -786,7 +786,7 @@ def import_cmd(
 @app.command("eval-device")
 def eval_device(
     artifact: Annotated[
-        Path, typer.Argument(help="Artifact (.onnx/.pt/.ptl) with its manifest beside it.")
+        Path, typer.Argument(help=f"Artifact ({'/'.join(suffixes())}) with its manifest beside it.")
     ],
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     runtime: Annotated[str | None, _RUNTIME] = None,
@@ -942,7 +942,8 @@ class CpuName(str, Enum):
 @app.command("device-check")
 def device_check_cmd(
     artifacts: Annotated[
-        list[Path], typer.Argument(help="Artifacts (.onnx/.pt/.ptl), each with its manifest.")
+        list[Path],
+        typer.Argument(help=f"Artifacts ({'/'.join(suffixes())}), each with its manifest."),
     ],
     cpu: Annotated[
         CpuName, typer.Option(help="Emulated core: cortex-a72 (Pi 4) or cortex-a76 (Pi 5).")

@@ -242,8 +242,9 @@ def export_checkpoint(
             rep.done(t)
             model_to_save = convert_prepared(cal.prepared, engine)
             scheme = ptsq_scheme(ckpt.model)
+            clamped = ", clamped activations" if cal.clamped else ""
             notes.append(
-                f"{scheme} ({engine}, per-channel weights, bias-corrected) calibrated on "
+                f"{scheme} ({engine}, per-channel weights, bias-corrected{clamped}) calibrated on "
                 f"{cal.images} source training images"
             )
         torch.backends.quantized.engine = engine

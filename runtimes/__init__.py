@@ -125,5 +125,6 @@ __all__ = [
     "open_artifact",
     "read_manifest",
     "register",
+    "suffixes",
     "with_contract",
 ]

@@ -156,6 +156,30 @@ def test_int8_round_trip_is_bit_identical(tmp_path, per_channel):
         assert torch.equal(ckpt.model(x), int8(x))
 
 
+@pytest.mark.parametrize("clamped", [True, False], ids=["clamped", "written-before-clamping"])
+def test_fx_int8_round_trip_is_bit_identical(tmp_path, clamped):
+    """An FX-quantized family (ReLU6 after its convolutions) reloads as it was calibrated: with
+    clamped activations when ``spec.quant`` says so, with the older graph when the key is absent."""
+    from edgerobust.compress.quantize import calibrated_ptsq, convert_prepared
+
+    torch.manual_seed(0)
+    model = build_model("tinymobilenetv2", len(CLASSES)).eval()
+    rng = np.random.default_rng(0)
+    batches = [rng.random((8, 3, 32, 32), dtype=np.float32) for _ in range(2)]
+    cal = calibrated_ptsq(model, "qnnpack", batches, clamp=clamped)
+    assert cal.clamped is clamped
+    int8 = convert_prepared(cal.prepared, "qnnpack")
+    quant = {"scheme": "ptsq-fx", "engine": "qnnpack", **cal.quant_spec("qnnpack")}
+    if not clamped:
+        del quant["clamped_activations"]  # as checkpoints written before the key
+    spec = ModelSpec(arch="tinymobilenetv2", class_names=CLASSES, input_size=32, quant=quant)
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "q.safetensors", cal.prepared, spec))
+    x = torch.rand(5, 3, 32, 32)
+    torch.backends.quantized.engine = "qnnpack"
+    with torch.inference_mode():
+        assert torch.equal(ckpt.model(x), int8(x))
+
+
 @pytest.mark.parametrize("kind", ["text", "random", "foreign", "empty"])
 def test_not_a_checkpoint(tmp_path, kind):
     path = tmp_path / "x.safetensors"

@@ -175,6 +175,89 @@ def test_fx_int8_with_clamping_activations_tracks_fp32(engine, act):
     assert sqnr_db > 20, f"{engine}: int8 is {sqnr_db:.1f} dB from fp32"
 
 
+class _WideConvReLU6(torch.nn.Module):
+    """conv-bn-ReLU6 whose pre-activation runs far below 0 and above 6 (as EfficientNet-Lite's
+    do), then a 1x1 conv; ``shared=True`` also adds the unclamped conv output to the result, so
+    the observer in front of the clamp is not the clamp's alone."""
+
+    def __init__(self, shared: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.act = torch.nn.ReLU6()
+        self.drop = torch.nn.Identity()  # as timm's BatchNormAct2d carries one
+        self.head = torch.nn.Conv2d(16, 4, 1)
+        self.shared = shared
+        with torch.no_grad():
+            self.bn.weight.uniform_(4.0, 8.0)
+            self.bn.bias.uniform_(-6.0, 3.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.drop(self.bn(self.conv(x)))
+        out = self.act(y)
+        return self.head(out + y if self.shared else out)
+
+
+def _clamp_observers_of(prepared: torch.nn.Module) -> list:
+    from torch.ao.quantization.observer import ObserverBase
+
+    def is_clamp(node) -> bool:
+        if node.op == "call_function":
+            return node.target is torch.nn.functional.hardtanh
+        return node.op == "call_module" and isinstance(
+            prepared.get_submodule(node.target), torch.nn.Hardtanh
+        )
+
+    out = []
+    for node in filter(is_clamp, prepared.graph.nodes):
+        out += [a for a in node.all_input_nodes if a.op == "call_module"]
+    mods = [prepared.get_submodule(n.target) for n in out]
+    assert mods and all(isinstance(m, ObserverBase) for m in mods)
+    return mods
+
+
+@pytest.mark.parametrize("engine", ["x86", "qnnpack"])
+def test_fx_int8_range_of_a_clamped_conv_is_what_the_clamp_keeps(engine):
+    """The observer in front of ReLU6 records the clamped values, so the conv's int8 output
+    covers [0, 6] and not the pre-activation's range; int8 then tracks fp32 closer."""
+    model = _WideConvReLU6().eval()
+    x = torch.rand(16, 3, 16, 16)
+    sqnr = {}
+    for clamp in (False, True):
+        prepared = prepare_ptsq(model, engine, clamp=clamp)
+        calibrate(prepared, [x[:8].numpy(), x[8:].numpy()])
+        for obs in _clamp_observers_of(prepared):
+            scale, zero_point = (float(v) for v in obs.calculate_qparams())
+            lo, hi = (obs.quant_min - zero_point) * scale, (obs.quant_max - zero_point) * scale
+            if clamp:  # [0, <= 6]: zero point at the bottom, every step inside the clamp
+                assert zero_point == obs.quant_min and 5.0 < hi <= 6.0 + 1e-6, (lo, hi)
+            else:  # the pre-activation's range: half of it below 0, where ReLU6 keeps nothing
+                assert lo < -3.0, (lo, hi)
+        int8 = convert_prepared(prepared, engine)
+        with torch.inference_mode():
+            ref, out = model(x), int8(x)
+        sqnr[clamp] = float(10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()))
+    assert sqnr[True] > sqnr[False] + 1, sqnr
+    # Identity modules are traced through: no node, no observer of their own
+    assert not any("drop" in str(n.target) for n in prepared.graph.nodes)
+
+
+def test_fx_clamp_leaves_an_observer_shared_with_unclamped_users():
+    """When the conv's output also feeds something else (a residual add), quantizing it to the
+    clamp's range would cut the other user's values: that observer stays as it was."""
+    from edgerobust.compress.quantize import ClampedHistogramObserver
+
+    model = _WideConvReLU6(shared=True).eval()
+    prepared = prepare_ptsq(model, "x86")
+    assert not any(isinstance(o, ClampedHistogramObserver) for o in _clamp_observers_of(prepared))
+    plain = _WideConvReLU6().eval()
+    assert all(
+        isinstance(o, ClampedHistogramObserver)
+        for o in _clamp_observers_of(prepare_ptsq(plain, "x86"))
+    )
+
+
 def _no_padding_model() -> torch.nn.Module:
     """Conv, depthwise conv, grouped conv, linear; no padding, so that a layer's mean output is
     exactly its weights times its mean input (bias correction's premise)."""
@@ -207,6 +290,7 @@ def test_bias_correction_cancels_the_mean_output_error_of_int8_weights(engine):
         "weight_bits": 7 if engine == "x86" else 8,
         "activation_bits": 8,
         "bias_correction": True,
+        "clamped_activations": True,  # an FX graph (a Sequential has no fuse_model)
     }
     layers = quantized_layers(cal.prepared)
     assert [type(layer.op) for layer in layers] == [torch.nn.Conv2d] * 3 + [torch.nn.Linear]

@@ -33,6 +33,7 @@ class QuantizeConfig:
     fallback: bool = True  # below the bar: keep the most sensitive layers in fp32 (as export)
     per_channel: bool = True  # per-channel int8 weights (False: the engine's default qconfig)
     bias_correction: bool = True  # correct fused biases for the weights' rounding
+    clamp_activations: bool = True  # FX: int8 ranges of what ReLU6/Hardtanh let through
     rank_images: int = 32  # fallback ranking: the calibration images fp32 and int8 differ most on
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,6 +176,7 @@ class _Builder:
                 keep,
                 per_channel=self.cfg.per_channel,
                 bias_correction=self.cfg.bias_correction,
+                clamp=self.cfg.clamp_activations,
                 progress=progress,
                 donor=self.donor,
             )

@@ -29,6 +29,16 @@ Two departures from the engines' default qconfigs, both recorded in the checkpoi
   differ in size by 100x loses the small ones to a per-tensor scale.
 - **8-bit activations on x86/fbgemm, with 7-bit weights** instead of torch's 7-bit activations
   (the AVX2 kernels' 16-bit saturation needs one of the two reduced; see :func:`ptsq_qconfig`).
+- **clamped activations** (FX path, ``spec.quant["clamped_activations"]``). A convolution followed
+  by ``ReLU6``/``Hardtanh`` (every one in MobileNetV2 and EfficientNet-Lite) is fused with its
+  batch norm but not with the clamp, and FX gives the convolution's output, the clamp's input and
+  its output one shared observer, which saw the pre-clamp range (e.g. -20..15 where ReLU6 keeps
+  0..6): the int8 steps came out 3-6x coarser than the clamped tensor needs. The observers on
+  that chain now record what the clamp lets through (:class:`ClampedHistogramObserver`), so the
+  convolution's int8 output covers only [0, 6] and its saturation is the clamp, as onnxruntime
+  fuses ``Conv+Clip``. ``nn.Identity`` modules (timm's ``drop``, ``aa``, ``se`` in the Lite
+  models) are traced through instead of being observed as ops of their own. EfficientNet-Lite0
+  (PACS photo, qnnpack, 167 images): top-1 agreement with fp32 92.2 % -> 97.6 %.
 - **bias correction** (Nagel et al. 2019, "Data-Free Quantization", section 4.2, empirical
   variant): rounding a layer's weights shifts its output by ``(W_q - W) x``, whose mean
   ``(W_q - W) E[x]`` does not average out and adds to the bias, layer after layer (worst in
@@ -62,6 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.ao.nn.intrinsic import _FusedModule
+from torch.ao.quantization.observer import HistogramObserver
 
 from edgerobust.errors import ConfigError
 
@@ -152,13 +163,20 @@ def ptsq_bits(engine: str, per_channel: bool = True) -> dict[str, int]:
 
 
 def prepare_ptsq(
-    model: nn.Module, engine: str, keep_fp32: Sequence[str] = (), *, per_channel: bool = True
+    model: nn.Module,
+    engine: str,
+    keep_fp32: Sequence[str] = (),
+    *,
+    per_channel: bool = True,
+    clamp: bool = True,
 ) -> nn.Module:
     """A fused copy of ``model`` with observers attached, ready for calibration.
 
     ``keep_fp32``: module names left in fp32 (FX path). Unknown names are an error.
     ``per_channel``: per-channel weights (the default); False gives the engine's default qconfig
     (what checkpoints written before ``spec.quant["weights"]`` used).
+    ``clamp``: FX path, clamped activations (see the module docstring); False gives the graph
+    checkpoints written before ``spec.quant["clamped_activations"]`` used.
     """
     engine = check_engine(engine)
     torch.backends.quantized.engine = engine
@@ -183,18 +201,23 @@ def prepare_ptsq(
     _plain_norm_act(prepared)
     if engine == Engine.qnnpack.value:
         _layout_safe_clamps(prepared)
+    if clamp:
+        _trace_through_identities(prepared, keep_fp32)
     mapping = get_default_qconfig_mapping(engine).set_global(qconfig)
     for name in keep_fp32:
         mapping = mapping.set_module_name(name, None)
     example = torch.rand(1, 3, FX_EXAMPLE_SIZE, FX_EXAMPLE_SIZE)
     try:
         with quiet():
-            return prepare_fx(prepared, mapping, (example,))
+            graph = prepare_fx(prepared, mapping, (example,))
     except Exception as exc:
         raise ConfigError(
             f"FX graph-mode quantization cannot trace this model ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}): export it in fp32, or to ONNX int8"
         ) from exc
+    if clamp:
+        clamp_observers(graph)
+    return graph
 
 
 class ContiguousHardtanh(nn.Module):
@@ -220,6 +243,90 @@ def _layout_safe_clamps(model: nn.Module) -> int:
                 setattr(parent, cname, ContiguousHardtanh(child.min_val, child.max_val))
                 n += 1
     return n
+
+
+class _PassThrough(nn.Module):
+    """``nn.Identity`` that FX traces through (no node, no observer of its own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _trace_through_identities(model: nn.Module, keep_fp32: Sequence[str] = ()) -> None:
+    """Replace every ``nn.Identity`` (not one named in ``keep_fp32``) by :class:`_PassThrough`
+    in place. Deterministic, so a saved prepared state reloads the same way."""
+    keep = set(keep_fp32)
+    for pname, parent in list(model.named_modules()):
+        for cname, child in list(parent.named_children()):
+            if type(child) is nn.Identity and f"{pname}.{cname}".lstrip(".") not in keep:
+                setattr(parent, cname, _PassThrough())
+
+
+class ClampedHistogramObserver(HistogramObserver):
+    """A histogram observer that records ``x.clamp(lo, hi)``: what the clamp after it lets
+    through. Its state is a ``HistogramObserver``'s, so saved checkpoints keep their keys."""
+
+    lo: float = -float("inf")
+    hi: float = float("inf")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        super().forward(x.detach().clamp(self.lo, self.hi))
+        return x
+
+
+def _clamp_bounds(graph: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[float, float] | None:
+    """``(lo, hi)`` when ``node`` clamps its input (``hardtanh``, ``relu6``, ``nn.Hardtanh``)."""
+    if node.op == "call_function" and node.target is nn.functional.relu6:
+        return 0.0, 6.0
+    if node.op == "call_function" and node.target is nn.functional.hardtanh:
+        lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
+        hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+        return float(lo), float(hi)
+    if node.op == "call_module":
+        module = graph.get_submodule(node.target)
+        if isinstance(module, nn.Hardtanh):
+            return float(module.min_val), float(module.max_val)
+    return None
+
+
+def clamp_observers(graph: torch.fx.GraphModule) -> int:
+    """Make the histogram observers between an op and the clamp that alone consumes it record
+    the clamped values (see the module docstring); returns how many observers changed.
+
+    Walks up from each clamp through observers and ``contiguous`` while every node has the
+    clamp's chain as its only user, so no unclamped value is quantized to the clamped range.
+    """
+    from torch.ao.quantization.observer import ObserverBase
+
+    changed: set[int] = set()
+    for node in graph.graph.nodes:
+        bounds = _clamp_bounds(graph, node)
+        if bounds is None or not node.args:
+            continue
+        chain: list[nn.Module] = []
+        cur = node.args[0]
+        while isinstance(cur, torch.fx.Node) and len(cur.users) == 1:
+            if cur.op == "call_module" and isinstance(
+                graph.get_submodule(cur.target), ObserverBase
+            ):
+                chain.append(graph.get_submodule(cur.target))
+            elif not (cur.op == "call_method" and cur.target == "contiguous"):
+                break
+            cur = cur.args[0]
+        else:
+            continue  # the producer feeds something else too: leave its observers alone
+        # and the clamp's own output observer (FX shares it with the input's)
+        chain += [
+            graph.get_submodule(u.target)
+            for u in node.users
+            if u.op == "call_module" and isinstance(graph.get_submodule(u.target), ObserverBase)
+        ]
+        for obs in chain:
+            if type(obs) in (HistogramObserver, ClampedHistogramObserver):
+                obs.__class__ = ClampedHistogramObserver
+                obs.lo, obs.hi = bounds
+                changed.add(id(obs))
+    return len(changed)
 
 
 def _plain_norm_act(model: nn.Module) -> None:
@@ -389,6 +496,7 @@ class Calibrated:
     original_biases: dict[str, torch.Tensor]  # of the corrected layers, before correction
     means: dict[str, torch.Tensor]  # per layer, its per-channel input mean on the calibration
     reused: bool = False  # observers copied from another candidate's calibration (see below)
+    clamped: bool = False  # FX graph with clamped activations (see the module docstring)
 
     def quant_spec(self, engine: str) -> dict[str, Any]:
         """The keys ``spec.quant`` records about the weights and activations."""
@@ -396,6 +504,7 @@ class Calibrated:
             "weights": PER_CHANNEL if self.per_channel else ENGINE_DEFAULT,
             **ptsq_bits(engine, self.per_channel),
             "bias_correction": self.bias_correction,
+            "clamped_activations": self.clamped,
         }
 
 
@@ -407,6 +516,7 @@ def calibrated_ptsq(
     *,
     per_channel: bool = True,
     bias_correction: bool = True,
+    clamp: bool = True,
     progress: Callable[[int], None] | None = None,
     donor: Calibrated | None = None,
 ) -> Calibrated:
@@ -418,7 +528,7 @@ def calibrated_ptsq(
     are copied, matched by the graph node it observes, instead of running the images again (the
     same numbers, a tested equality). If any observer or layer has no counterpart, it calibrates.
     """
-    prepared = prepare_ptsq(model, engine, keep_fp32, per_channel=per_channel)
+    prepared = prepare_ptsq(model, engine, keep_fp32, per_channel=per_channel, clamp=clamp)
     layers = quantized_layers(prepared) if bias_correction else []
     reused = (
         donor is not None
@@ -431,7 +541,10 @@ def calibrated_ptsq(
         with input_means(layers) as means:
             n = calibrate(prepared, batches, progress)
     original = correct_biases(layers, means) if bias_correction else {}
-    return Calibrated(prepared, n, per_channel, bias_correction, original, dict(means), reused)
+    clamped = clamp and isinstance(prepared, torch.fx.GraphModule)
+    return Calibrated(
+        prepared, n, per_channel, bias_correction, original, dict(means), reused, clamped
+    )
 
 
 def _observers(prepared: nn.Module) -> dict[str, list[str]] | None:

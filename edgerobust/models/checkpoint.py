@@ -37,7 +37,8 @@ class ModelSpec:
     std: tuple[float, ...] = IMAGENET_STD
     widths: dict[str, list[int]] | None = None  # pruned models: {layer: [in, out]}
     # PTSQ: {"scheme": "ptsq-eager" | "ptsq-fx", "engine": ..., "keep_fp32": [module names],
-    #        "weights": "per-channel" (absent: the engine's default qconfig), "bias_correction"}
+    #        "weights": "per-channel" (absent: the engine's default qconfig), "bias_correction",
+    #        "clamped_activations" (absent: False)}
     quant: dict[str, Any] | None = None
     origin: dict[str, Any] = field(default_factory=dict)  # how it was made (train/prune/...)
     spec_version: int = SPEC_VERSION
@@ -168,9 +169,13 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> Checkpoint:
                 f"{path} was quantized with {scheme}, which this version of edgerobust does not "
                 f"use for {spec.arch}: quantize its fp32 parent again"
             )
-        # Corrected biases are part of the stored state; the weights' qconfig is not.
+        # Corrected biases are part of the stored state; the weights' qconfig and the graph
+        # (clamped activations) are not: checkpoints written before those keys reload as made.
         per_channel = spec.quant.get("weights") == PER_CHANNEL
-        model = prepare_ptsq(model, spec.quant["engine"], keep, per_channel=per_channel)
+        clamp = bool(spec.quant.get("clamped_activations", False))
+        model = prepare_ptsq(
+            model, spec.quant["engine"], keep, per_channel=per_channel, clamp=clamp
+        )
         _load_state(model, state, path)
         model = convert_prepared(model, spec.quant["engine"])
     else:
