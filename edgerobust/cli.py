@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from edgerobust import __version__
-from edgerobust.attacks import parse_attacks, parse_eps
+from edgerobust.attacks import parse_attacks, parse_eps, settled_attacks
 from edgerobust.attacks.overrides import parse_overrides
 from edgerobust.console import (
     attack_table,
@@ -1064,8 +1064,8 @@ def attack(
     stop: Annotated[
         GradStopChoice,
         typer.Option(
-            help="C&W, EAD, DDN, DeepFool: settled (stop each image once every eps is decided) "
-            "or exact (foolbox's full search and figures)."
+            help=f"{', '.join(settled_attacks())}: settled (stop each image once every eps is "
+            "decided) or exact (foolbox's full search and figures)."
         ),
     ] = GradStopChoice.settled,
     device: Annotated[str, _DEVICE] = "auto",
@@ -1207,7 +1207,7 @@ def bench_attacks_cmd(
         str | None, typer.Option(help="Domain (default: the source domain's validation split).")
     ] = None,
     attacks: Annotated[
-        str, typer.Option(help="Comma-separated: cw, ead, ddn, deepfool, pgd.")
+        str, typer.Option(help=f"Comma-separated: {', '.join(settled_attacks())}.")
     ] = "cw,ead",
     limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 48,
     seed: Annotated[int, typer.Option(help="Sample seed, the same for every run.")] = 0,

@@ -83,6 +83,12 @@ def list_attacks(pattern: str = "*") -> list[str]:
     return [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
 
 
+def settled_attacks() -> list[str]:
+    """Registered attacks with a settled search (:mod:`edgerobust.attacks.settled`), which
+    ``--stop`` chooses between that and foolbox's own."""
+    return [n for n, a in _REGISTRY.items() if getattr(a, "settles", False)]
+
+
 def parse_attacks(value: str | None) -> tuple[str, ...]:
     """``"fgsm,pgd"`` -> ``("fgsm", "pgd")``; ``None`` or ``"all"`` -> every attack."""
     if value is None or value.strip() == "all":

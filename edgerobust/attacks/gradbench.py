@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgerobust import __version__
-from edgerobust.attacks import get, list_attacks
+from edgerobust.attacks import get, settled_attacks
 from edgerobust.attacks.base import BATCH_SEED_STRIDE, RunContext, Strength
 from edgerobust.attacks.gradient import SETTLED, FoolboxAttack, GradStop
 from edgerobust.errors import ConfigError
@@ -55,11 +55,11 @@ class AttackBenchConfig:
 
     def validate(self) -> None:
         if not self.attacks:
-            raise ConfigError("--attacks is empty: name cw, ead, ddn, deepfool or pgd")
+            raise ConfigError(f"--attacks is empty: name any of {', '.join(settled_attacks())}")
         for a in self.attacks:
             spec = get(a)
             if not isinstance(spec, FoolboxAttack) or spec.foolbox not in SETTLED:
-                names = [n for n in list_attacks() if getattr(get(n), "settles", False)]
+                names = settled_attacks()
                 raise ConfigError(
                     f"--attacks: {a} has no settled search; choose from {', '.join(names)}"
                 )

@@ -88,7 +88,7 @@ class AttackConfig:
     replay: tuple[str, ...] = ()  # more checkpoints the adversarials are replayed on
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     sp_stop: StopRule = StopRule.settled  # exact: foolbox's figures, at ~0.6 of its queries
-    # C&W, EAD, DDN, DeepFool: exact is foolbox's attack; settled stops each image's search once
+    # C&W, EAD, DDN, DeepFool, PGD: exact is foolbox's attack; settled stops each image's search once
     # its answer at every eps is decided (attacks/settled.py). ``edgerobust attack`` defaults to
     # settled; the default here stays exact, so a study's cached attack stage keeps its meaning.
     stop: str = "exact"

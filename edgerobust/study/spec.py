@@ -275,7 +275,7 @@ class AttackSpec:
     models: tuple[str, ...] = ATTACKABLE
     limit: int = 64
     batch_size: int = 8  # 0: the fastest per image on the device (measured once per model)
-    stop: str = "settled"  # C&W, EAD, DDN, DeepFool: settled | exact (foolbox's own search)
+    stop: str = "settled"  # C&W, EAD, DDN, DeepFool, PGD: settled | exact (foolbox's own search)
     saltpepper_steps: int = 400
     saltpepper_stop: str = "settled"
 
