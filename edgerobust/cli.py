@@ -1265,7 +1265,7 @@ def bench(
         Path,
         typer.Argument(
             help="Artifact: eval-device vs bare runtime calls. Or a checkpoint (file or run "
-            "folder): its precisions side by side (torch eager, onnxruntime fp32/int8, lite)."
+            "folder): its precisions side by side (torch eager, onnxruntime fp32/int8, lite, ExecuTorch)."
         ),
     ],
     data: Annotated[

@@ -39,7 +39,16 @@ def test_precisions_side_by_side(trained, synthetic_root):
         assert len(r["p50_ms_per_round"]) == 2 and r["p50_ms"] > 0
         base = rows["onnxruntime fp32"]["p50_ms"]
         assert r["speedup_vs_onnxruntime_fp32"] == pytest.approx(base / r["p50_ms"])
-    assert len(res["lines"]) == 1 + len(rows)
+    # ExecuTorch where the extra is installed (CI installs it); said, not skipped, where not
+    try:
+        import executorch.runtime  # noqa: F401
+
+        assert {"executorch fp32", "executorch int8 (PT2E)"} <= set(labels)
+        assert rows["executorch fp32"]["top1_agreement_vs_torch_fp32"] == 1.0
+        assert res["not_measured"] == []
+    except ImportError:
+        assert res["not_measured"] and "executorch" in res["not_measured"][0]
+    assert len(res["lines"]) == 1 + len(rows) + len(res["not_measured"])
 
 
 def test_precision_bench_refuses_bad_settings(trained):

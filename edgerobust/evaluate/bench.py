@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgerobust.data import decode_domain, open_dataset
-from edgerobust.errors import ConfigError
+from edgerobust.errors import ConfigError, RuntimeUnavailable
 from edgerobust.evaluate import EvalConfig, domain_indices, evaluate, measure_latency, percentiles
 from edgerobust.evaluate.fingerprint import host_fingerprint
 from edgerobust.progress import NullReporter, Reporter
@@ -262,15 +262,40 @@ def _contenders(cfg: PrecisionBenchConfig, tmp: Path, rep: Reporter):
         ("lite fp32", lite(lite32, None)),
         (f"lite int8 ({engine} PTSQ)", lite(lite8, engine)),
     ]
+    pte, missing = _pte_contenders(model, size, tmp, calib)
     x_val = to_input(np.asarray(images.pixels[val]))
-    return contenders, x_val, how
+    return contenders + pte, x_val, how, missing
+
+
+def _pte_contenders(
+    model: Any, size: int, tmp: Path, calib: list[np.ndarray]
+) -> tuple[list[tuple[str, Any]], list[str]]:
+    """ExecuTorch ``.pte`` fp32 and PT2E int8 (XNNPACK), written as ``export --format pte``
+    writes them: ``(contenders, [])``; ``([], [why not])`` where executorch is missing."""
+    from edgerobust.exporters.executorch import write
+    from edgerobust.runtimes.executorch import ExecuTorchRuntime
+
+    def make(path: Path):
+        # The threadpool is process-wide: each load sets it to the round's thread count.
+        return lambda threads: ExecuTorchRuntime.load(path, None, threads).bare_callable()
+
+    out = []
+    try:
+        for quant, label in (("fp32", "executorch fp32"), ("int8", "executorch int8 (PT2E)")):
+            path = tmp / f"{quant}.pte"
+            write(model, size, path, quant=quant, calibration=lambda: calib)
+            out.append((label, make(path)))
+    except (ConfigError, RuntimeUnavailable) as exc:
+        return [], [f"executorch .pte: not measured ({exc})"]
+    return out, []
 
 
 def run_precision_bench(cfg: PrecisionBenchConfig, reporter: Reporter | None = None) -> dict:
     """Batch-1 latency of one model as torch eager fp32, onnxruntime fp32 and int8 (the target's
-    configuration and s8s8), lite fp32 and int8, timed in one process in interleaved rounds
-    (single calls alternated; median of per-round p50s), with each one's ratio to onnxruntime fp32 and its top-1
-    agreement with torch fp32 on source validation images. Sessions without thread spinning."""
+    configuration and s8s8), lite fp32 and int8, ExecuTorch fp32 and int8 where installed, timed
+    in one process in interleaved rounds (single calls alternated; median of per-round p50s),
+    with each one's ratio to onnxruntime fp32 and its top-1 agreement with torch fp32 on source
+    validation images. Sessions without thread spinning."""
     import tempfile
 
     import torch
@@ -281,7 +306,7 @@ def run_precision_bench(cfg: PrecisionBenchConfig, reporter: Reporter | None = N
     torch_threads = torch.get_num_threads()
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgerobust-bench-") as d:
-        contenders, x_val, how = _contenders(cfg, Path(d), rep)
+        contenders, x_val, how, missing = _contenders(cfg, Path(d), rep)
         x1 = np.ascontiguousarray(x_val[:1])
         try:
             for threads in cfg.threads:
@@ -335,12 +360,14 @@ def run_precision_bench(cfg: PrecisionBenchConfig, reporter: Reporter | None = N
             f"x{r['speedup_vs_onnxruntime_fp32']:.2f} vs onnxruntime fp32  "
             f"top-1 agreement {r['top1_agreement_vs_torch_fp32']:.1%}"
         )
+    lines += missing
     return {
         "record": "bench-precisions",
         "checkpoint": cfg.checkpoint,
         "target": how,
         "host": host_fingerprint(),
         "rows": rows,
+        "not_measured": missing,
         "agreement_images": n,
         "config": {**cfg.__dict__, "threads": list(cfg.threads)},
         "lines": lines,
