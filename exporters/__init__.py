@@ -349,7 +349,7 @@ def export_checkpoint(
         if not parity.passed and not req.force:
             fallback = quantization.get("fallback", {}).get("summary")
             raise ParityError(
-                f"{final.name} fails the parity gate ({parity.summary()}; bar {bar.to_dict()})"
+                f"{final.name} fails the parity gate ({parity.summary()}; the bar: {bar.describe()})"
                 + (f"; {fallback}" if fallback else "")
                 + ": not written; inspect the model, or pass --force to keep it anyway"
             )

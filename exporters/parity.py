@@ -28,6 +28,15 @@ class ParityBar:
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def describe(self) -> str:
+        """The bar in words, for messages: ``top-1 agreement >= 98%``."""
+        parts = []
+        if self.min_agreement is not None:
+            parts.append(f"top-1 agreement >= {self.min_agreement:.0%}")
+        if self.atol is not None or self.rtol is not None:
+            parts.append(f"|logit diff| <= {self.atol or 0:g} + {self.rtol or 0:g} x |reference|")
+        return " and ".join(parts) or "none"
+
 
 @dataclass(frozen=True)
 class ParityResult:

@@ -149,6 +149,8 @@ def test_parity_failure_writes_nothing(trained, tmp_path, broken_onnxruntime, qu
     with pytest.raises(ParityError) as err:
         export(req)
     assert "--force" in str(err.value) and "\n" not in str(err.value)
+    bar = "top-1 agreement >= 98%" if quant == "int8" else "|logit diff| <= 0.0001 + 0.001"
+    assert f"the bar: {bar}" in str(err.value) and "{" not in str(err.value)
     assert list(out.iterdir()) == []
 
 
