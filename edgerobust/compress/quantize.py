@@ -296,8 +296,6 @@ def clamp_observers(graph: torch.fx.GraphModule) -> int:
     Walks up from each clamp through observers and ``contiguous`` while every node has the
     clamp's chain as its only user, so no unclamped value is quantized to the clamped range.
     """
-    from torch.ao.quantization.observer import ObserverBase
-
     changed: set[int] = set()
     for node in graph.graph.nodes:
         bounds = _clamp_bounds(graph, node)
@@ -306,21 +304,15 @@ def clamp_observers(graph: torch.fx.GraphModule) -> int:
         chain: list[nn.Module] = []
         cur = node.args[0]
         while isinstance(cur, torch.fx.Node) and len(cur.users) == 1:
-            if cur.op == "call_module" and isinstance(
-                graph.get_submodule(cur.target), ObserverBase
-            ):
-                chain.append(graph.get_submodule(cur.target))
+            if (obs := _observer_at(graph, cur)) is not None:
+                chain.append(obs)
             elif not (cur.op == "call_method" and cur.target == "contiguous"):
                 break
             cur = cur.args[0]
         else:
             continue  # the producer feeds something else too: leave its observers alone
         # and the clamp's own output observer (FX shares it with the input's)
-        chain += [
-            graph.get_submodule(u.target)
-            for u in node.users
-            if u.op == "call_module" and isinstance(graph.get_submodule(u.target), ObserverBase)
-        ]
+        chain += [obs for u in node.users if (obs := _observer_at(graph, u)) is not None]
         for obs in chain:
             if type(obs) in (HistogramObserver, ClampedHistogramObserver):
                 obs.__class__ = ClampedHistogramObserver
@@ -547,18 +539,24 @@ def calibrated_ptsq(
     )
 
 
+def _observer_at(graph: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Module | None:
+    """The observer module ``node`` calls, or None when it calls something else."""
+    from torch.ao.quantization.observer import ObserverBase
+
+    if node.op != "call_module":
+        return None
+    module = graph.get_submodule(node.target)
+    return module if isinstance(module, ObserverBase) else None
+
+
 def _observers(prepared: nn.Module) -> dict[str, list[str]] | None:
     """An FX-prepared model's observers: observed node name -> observer module names (None for
     a model prepared in eager mode)."""
-    from torch.ao.quantization.observer import ObserverBase
-
     if not isinstance(prepared, torch.fx.GraphModule):
         return None
     out: dict[str, list[str]] = {}
     for node in prepared.graph.nodes:
-        if node.op != "call_module" or not node.args:
-            continue
-        if isinstance(prepared.get_submodule(node.target), ObserverBase):
+        if node.args and _observer_at(prepared, node) is not None:
             out.setdefault(str(node.args[0]), []).append(node.target)
     return out
 
