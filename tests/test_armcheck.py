@@ -30,6 +30,8 @@ from edgerobust.device.verdict import (
     compare_logits,
     onnx_output_scale,
     output_step,
+    qdq_reference,
+    rounding_spread,
 )
 from edgerobust.errors import EmulationUnavailable
 from edgerobust.evaluate import EvalConfig, evaluate, load_logits
@@ -235,6 +237,40 @@ def test_output_step_is_the_grid_the_int8_logits_lie_on(artifacts, synthetic_roo
     # common factor (half the true step would make every difference even).
     ints = np.round(grid - offsets.flat[0]).astype(np.int64)
     assert np.gcd.reduce(np.abs(ints - ints.flat[0]).ravel()) == 1
+
+
+def test_a_measured_rounding_spread_widens_the_int8_bound_and_nothing_else():
+    host = _logits()
+    step = 0.1
+    ref = np.round(host / step) * step
+    four, five = ref.copy(), ref.copy()
+    four[3, 2] += 4 * step
+    five[3, 2] += 5 * step
+    c = compare_logits("int8", ref, four, step, verdict.QDQ_REFERENCE, max_steps=4)
+    assert c.passed and c.max_steps == 4 and "rounding spread" in c.rule
+    assert not compare_logits("int8", ref, five, step, verdict.QDQ_REFERENCE, max_steps=4).passed
+    assert not compare_logits("int8", ref, four, step).passed  # one step by default
+    # A spread below one step never tightens the rule; fp32 has no steps to widen.
+    assert compare_logits("int8", ref, ref + step, step, max_steps=0.2).max_steps == 1
+    assert compare_logits("fp32", host, host, max_steps=4).max_steps is None
+
+
+def test_rounding_spread_probes_every_quantizer_of_the_graph(artifacts, synthetic_root):
+    art = artifacts[("onnx", "int8")].artifact
+    from edgerobust.data import open_dataset
+
+    ds = open_dataset(synthetic_root)
+    files = np.array(
+        [str(p.relative_to(synthetic_root)) for p in ds.domain("webcam").paths(range(6))]
+    )
+    step, _ = output_step(art, read_manifest(art))
+    ref = qdq_reference(art, synthetic_root, files)
+    # A nudge of zero is the reference itself (the probe graph is the graph, on the same images).
+    assert rounding_spread(art, synthetic_root, files, ref, step, probe=0.0) == 0.0
+    # Float-sized nudges move a few roundings at most; a 10 % one moves the logits by many steps.
+    small = rounding_spread(art, synthetic_root, files, ref, step)
+    large = rounding_spread(art, synthetic_root, files, ref, step, probe=0.1)
+    assert 0 <= small <= 3 and large > max(small, 3)
 
 
 def test_fp32_has_no_step(artifacts):

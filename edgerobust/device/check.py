@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -83,12 +84,15 @@ from edgerobust.device.emulation import (
 )
 from edgerobust.device.verdict import (
     HOST,
+    INT8_MAX_STEPS,
     QDQ_REFERENCE,
+    STEP_SLACK,
     UNOPTIMIZED,
     Comparison,
     compare_logits,
     output_step,
     qdq_reference,
+    rounding_spread,
 )
 from edgerobust.errors import ConfigError, DataError, EdgeRobustError
 from edgerobust.progress import NullReporter, Reporter
@@ -307,6 +311,7 @@ def _judge_runs(
     device: dict | None,
     step: float | None,
     against: str = HOST,
+    max_steps: float = INT8_MAX_STEPS,
 ) -> tuple[Comparison | None, str | None]:
     if reference is None or device is None:
         return None, None
@@ -315,7 +320,10 @@ def _judge_runs(
         or not (reference["files"] == device["files"]).all()
     ):
         return None, "this host and the emulated device scored different images"
-    return compare_logits(man.precision, reference["logits"], device["logits"], step, against), None
+    cmp = compare_logits(
+        man.precision, reference["logits"], device["logits"], step, against, max_steps
+    )
+    return cmp, None
 
 
 # --------------------------------------------------------------------------- optimize_for_mobile
@@ -564,18 +572,22 @@ def _check_one(
         env, venv, f"{WORK}/models/{man.file}", runtime, domains, cfg.limit, stem
     )
     reference, against, host_vs_reference = host, HOST, None
+    max_steps = INT8_MAX_STEPS
     if man.format == "onnx" and man.precision == "int8" and host is not None:
         try:
             qdq = qdq_reference(art, mirror, host["files"])
+            if step:
+                spread = rounding_spread(art, mirror, host["files"], qdq, step)
+                max_steps = max(INT8_MAX_STEPS, math.ceil(spread - STEP_SLACK))
         except EdgeRobustError as exc:
             host_error = f"the QDQ reference did not run: {exc}"
             reference = None
         else:
             reference, against = {"files": host["files"], "logits": qdq}, QDQ_REFERENCE
             host_vs_reference = compare_logits(
-                man.precision, qdq, host["logits"], step, QDQ_REFERENCE
+                man.precision, qdq, host["logits"], step, QDQ_REFERENCE, max_steps
             )
-    comparison, mismatch = _judge_runs(man, reference, device, step, against)
+    comparison, mismatch = _judge_runs(man, reference, device, step, against, max_steps)
     if error is None and host_error is not None:
         error = f"the host run failed, nothing to compare with: {host_error}"
     optimized = None
