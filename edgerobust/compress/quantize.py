@@ -266,6 +266,7 @@ class ClampedHistogramObserver(HistogramObserver):
     """A histogram observer that records ``x.clamp(lo, hi)``: what the clamp after it lets
     through. Its state is a ``HistogramObserver``'s, so saved checkpoints keep their keys."""
 
+    clamps = True
     lo: float = -float("inf")
     hi: float = float("inf")
 
@@ -274,10 +275,41 @@ class ClampedHistogramObserver(HistogramObserver):
         return x
 
 
+#: Per-tensor activation observers that can record a clamped range (torch.ao's and torchao's,
+#: which PT2E uses, by class name).
+CLAMPABLE = ("HistogramObserver", "MinMaxObserver", "MovingAverageMinMaxObserver")
+_CLAMPED: dict[type, type] = {HistogramObserver: ClampedHistogramObserver}
+
+
+def _clamped_class(cls: type) -> type | None:
+    """``cls`` made to record ``x.clamp(lo, hi)`` (:class:`ClampedHistogramObserver` for torch.ao's
+    histogram observer); None for an observer that is not a per-tensor activation observer."""
+    if getattr(cls, "clamps", False):
+        return cls
+    if cls not in _CLAMPED:
+        if cls.__name__ not in CLAMPABLE:
+            return None
+
+        def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+            cls.forward(self, x.detach().clamp(self.lo, self.hi))
+            return x
+
+        attrs = {"forward": forward, "clamps": True, "lo": -float("inf"), "hi": float("inf")}
+        _CLAMPED[cls] = type(f"Clamped{cls.__name__}", (cls,), attrs)
+    return _CLAMPED[cls]
+
+
+_ATEN_HARDTANH = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+
+
 def _clamp_bounds(graph: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[float, float] | None:
-    """``(lo, hi)`` when ``node`` clamps its input (``hardtanh``, ``relu6``, ``nn.Hardtanh``)."""
+    """``(lo, hi)`` when ``node`` clamps its input (``hardtanh``, ``relu6``, ``nn.Hardtanh``, and
+    the ``aten.hardtanh`` of an exported graph)."""
     if node.op == "call_function" and node.target is nn.functional.relu6:
         return 0.0, 6.0
+    if node.op == "call_function" and node.target in _ATEN_HARDTANH:
+        lo, hi = (list(node.args[1:3]) + [-1.0, 1.0][len(node.args[1:3]) :])[:2]
+        return float(lo), float(hi)
     if node.op == "call_function" and node.target is nn.functional.hardtanh:
         lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
         hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
@@ -290,8 +322,10 @@ def _clamp_bounds(graph: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[flo
 
 
 def clamp_observers(graph: torch.fx.GraphModule) -> int:
-    """Make the histogram observers between an op and the clamp that alone consumes it record
-    the clamped values (see the module docstring); returns how many observers changed.
+    """Make the activation observers between an op and the clamp that alone consumes it record
+    the clamped values (see the module docstring); returns how many observers changed. Works on
+    an FX-prepared model and on a PT2E-prepared one (``prepare_pt2e``), where the XNNPACK
+    quantizer shares one observer between a convolution's output and the ``hardtanh`` after it.
 
     Walks up from each clamp through observers and ``contiguous`` while every node has the
     clamp's chain as its only user, so no unclamped value is quantized to the clamped range.
@@ -314,8 +348,8 @@ def clamp_observers(graph: torch.fx.GraphModule) -> int:
         # and the clamp's own output observer (FX shares it with the input's)
         chain += [obs for u in node.users if (obs := _observer_at(graph, u)) is not None]
         for obs in chain:
-            if type(obs) in (HistogramObserver, ClampedHistogramObserver):
-                obs.__class__ = ClampedHistogramObserver
+            if (cls := _clamped_class(type(obs))) is not None:
+                obs.__class__ = cls
                 obs.lo, obs.hi = bounds
                 changed.add(id(obs))
     return len(changed)
@@ -540,13 +574,12 @@ def calibrated_ptsq(
 
 
 def _observer_at(graph: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Module | None:
-    """The observer module ``node`` calls, or None when it calls something else."""
-    from torch.ao.quantization.observer import ObserverBase
-
+    """The observer module ``node`` calls (torch.ao's or torchao's), or None when it calls
+    something else."""
     if node.op != "call_module":
         return None
     module = graph.get_submodule(node.target)
-    return module if isinstance(module, ObserverBase) else None
+    return module if hasattr(module, "calculate_qparams") else None
 
 
 def _observers(prepared: nn.Module) -> dict[str, list[str]] | None:

@@ -185,3 +185,65 @@ def test_executorch_runtime_is_not_torch_free_and_says_so(pte_fp32, synthetic_ro
 
 def test_manifest_round_trips_delegation(pte_fp32):
     assert read_manifest(pte_fp32.artifact).delegation == pte_fp32.manifest.delegation
+
+
+class _WideConvReLU6:
+    """conv-bn-ReLU6 whose pre-activation runs far below 0 and above 6 (as EfficientNet-Lite's
+    do), then a 1x1 conv head."""
+
+    def __new__(cls):
+        import torch
+
+        torch.manual_seed(0)
+        bn = torch.nn.BatchNorm2d(16)
+        with torch.no_grad():
+            bn.weight.uniform_(4.0, 8.0)
+            bn.bias.uniform_(-6.0, 3.0)
+        conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        return torch.nn.Sequential(conv, bn, torch.nn.ReLU6(), torch.nn.Conv2d(16, 4, 1)).eval()
+
+
+def test_pt2e_int8_quantizes_a_relu6_output_to_the_clamps_range():
+    """The XNNPACK quantizer shares one observer between a conv's output and the hardtanh after
+    it, which saw the pre-clamp range; quantize_pt2e makes it record the clamped values, so the
+    conv's int8 output covers [0, 6] and int8 tracks fp32 closer than PT2E as it comes."""
+    import torch
+
+    from exporters import executorch as ex
+
+    et = ex._import()
+    model = _WideConvReLU6()
+    x = torch.rand(16, 3, 16, 16)
+    batches = [x[:8].numpy(), x[8:].numpy()]
+    int8, clamped = ex.quantize_pt2e(model, 16, batches, et)
+    assert clamped == 1  # the one observer the conv output and the ReLU6 share
+
+    def output_scales(gm) -> list[float]:  # the activation quantizers, in graph order
+        return [
+            float(n.args[1])
+            for n in gm.graph.nodes
+            if n.op == "call_function"
+            and "quantize_per_tensor" in str(n.target)
+            and "dequantize" not in str(n.target)
+        ]
+
+    # As it comes: the same pipeline without the clamped observer.
+    q = et["XNNPACKQuantizer"]().set_global(
+        et["get_symmetric_quantization_config"](is_per_channel=True)
+    )
+    plain = et["prepare_pt2e"](ex._export(model, 16).module(), q)
+    with torch.no_grad():
+        for b in batches:
+            plain(torch.from_numpy(b))
+    plain = et["convert_pt2e"](plain)
+    # [0] quantizes the input, [1] the ReLU6 output: its step is 6/255 when clamped, far
+    # coarser from the pre-activation range.
+    assert output_scales(int8)[1] <= 6.0 / 255 * 1.01
+    assert output_scales(plain)[1] > 1.5 * output_scales(int8)[1]
+    with torch.no_grad():
+        ref = model(x)
+        sqnr = {
+            k: float(10 * torch.log10(ref.pow(2).mean() / (ref - m(x)).pow(2).mean()))
+            for k, m in (("clamped", int8), ("plain", plain))
+        }
+    assert sqnr["clamped"] > sqnr["plain"] + 1, sqnr
