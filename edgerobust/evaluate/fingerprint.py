@@ -94,8 +94,8 @@ def int8_advice(arch: str, flags: set[str] | list[str]) -> str | None:
     vnni = {"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"}
     if a in ("x86_64", "amd64", "i686", "x86") and not flags & vnni:
         return (
-            "this x86 CPU lacks VNNI: int8 runs on the slower u8s8 (VPMADDUBSW) path, which "
-            "can saturate and may be little faster than fp32"
+            "this x86 CPU lacks VNNI (no 8-bit dot-product instruction): int8 may be little "
+            "faster than fp32 here, and onnxruntime's u8s8 kernels (VPMADDUBSW) can saturate"
         )
     return None
 
