@@ -90,6 +90,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,6 +143,14 @@ def _is_adv(logits: torch.Tensor, labels: torch.Tensor, confidence: float) -> to
     return logits.argmax(-1) != labels
 
 
+def _record(trace: list[dict], rows: np.ndarray, counts: Counts, **columns: Any) -> None:
+    """Append what each image in ``rows`` saw when a constant ended (``trace=`` of the C&W and
+    EAD searches, to measure stop rules on full-budget runs)."""
+    for i in rows:
+        row = {"image": int(i), "gradients": int(counts.per_image[i])}
+        trace.append(row | {k: v[i].item() for k, v in columns.items()})
+
+
 class _Open:
     """Per image: which positive epsilons are still undecided (the settled rule's state)."""
 
@@ -190,6 +199,7 @@ def cw_search(
     abort_early: bool = True,
     stop: str = "settled",
     margin: float = CW_MARGIN,
+    trace: list[dict] | None = None,
 ) -> Search:
     """foolbox's ``L2CarliniWagnerAttack.run`` per image, stopping by the settled rule."""
     n = x.shape[0]
@@ -297,6 +307,10 @@ def cw_search(
                 consts[ended] * 10,
                 (lower[ended] + upper[ended]) / 2,
             )
+            if trace is not None:
+                _record(
+                    trace, ended, counts, step=bstep, found=found, lowest=lowest, best=best_norms
+                )
             # weak duality: an adversarial within eps would have let this step reach eps^2
             rule.robust(ended, lowest[ended][:, None] > (margin * rule.eps[None, :]) ** 2)
             bstep[ended] += 1
@@ -336,6 +350,7 @@ def ead_search(
     abort_early: bool = True,
     stop: str = "settled",
     margin: float = EAD_MARGIN,
+    trace: list[dict] | None = None,
 ) -> Search:
     """foolbox's ``EADAttack.run`` per image, stopping by the settled rule."""
     n = x.shape[0]
@@ -450,6 +465,10 @@ def ead_search(
                 torch.isinf(upper[ei]), consts[ei] * 10, (lower[ei] + upper[ei]) / 2
             )
             bracketed[ended] |= found[ended]
+            if trace is not None:
+                _record(
+                    trace, ended, counts, step=bstep, found=found, bracketed=bracketed, best=best_l1
+                )
             # the bracket: an upper constant is known and the best is far above eps
             above = bracketed[ended][:, None] & (
                 best_l1[ended][:, None] > margin * rule.eps[None, :]

@@ -3,6 +3,7 @@ stopped once every eps's answer is decided, against foolbox itself."""
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 
@@ -397,3 +398,27 @@ def test_ead_skips_a_constant_whose_first_step_cannot_move(toy) -> None:
     torch.testing.assert_close(fast.best, full.best, rtol=0, atol=0)
     assert fast.counts.gradients < full.counts.gradients
     assert not fast.stopped_early.any()
+
+
+@pytest.mark.parametrize("name", ["cw", "ead"])
+def test_trace_has_one_row_per_finished_constant(toy, name: str) -> None:
+    """``trace=``: what each image saw when each of its constants ended, the raw material for
+    measuring stop rules on full-budget runs."""
+    from edgerobust.attacks.settled import SEARCHES
+
+    model, x, y = toy
+    spec = get(name)
+    settings = spec.with_params(SMALL[name]) | {"abort_early": False}
+    trace: list[dict] = []
+    found = SEARCHES[spec.foolbox](model, x, y, (0.0, 1.0), stop="none", trace=trace, **settings)
+    steps = settings["binary_search_steps"]
+    assert len(trace) == steps * len(y)
+    for i in range(len(y)):
+        rows = [r for r in trace if r["image"] == i]
+        assert [r["step"] for r in rows] == list(range(steps))
+        # without abort_early every constant costs its full steps
+        assert [r["gradients"] for r in rows] == [settings["steps"] * (k + 1) for k in range(steps)]
+        assert rows[-1]["best"] == pytest.approx(float(found.norms[i]), rel=1e-6) or (
+            math.isinf(rows[-1]["best"]) and math.isinf(found.norms[i])
+        )
+        assert any(r["found"] for r in rows) == math.isfinite(found.norms[i])
