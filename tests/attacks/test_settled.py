@@ -4,6 +4,7 @@ stopped once every eps's answer is decided, against foolbox itself."""
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 
