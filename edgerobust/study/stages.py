@@ -352,7 +352,9 @@ def corruptions_stage(
 
 
 # 4: PGD stops once every image's answer is settled (stop rule and gradient count in the record)
-@register_stage("attack", version=4, accelerated=True)
+# 5: settled C&W / EAD call an image robust only by weak duality at a constant that found no
+#    adversarial (the old rules called some robust that foolbox breaks)
+@register_stage("attack", version=5, accelerated=True)
 def attack_stage(
     settings: dict[str, Any], inputs: dict[str, StageOutput], out: Path, rep: Reporter
 ) -> Path:
