@@ -307,10 +307,8 @@ def _clamp_bounds(graph: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[flo
     the ``aten.hardtanh`` of an exported graph)."""
     if node.op == "call_function" and node.target is nn.functional.relu6:
         return 0.0, 6.0
-    if node.op == "call_function" and node.target in _ATEN_HARDTANH:
-        lo, hi = (list(node.args[1:3]) + [-1.0, 1.0][len(node.args[1:3]) :])[:2]
-        return float(lo), float(hi)
-    if node.op == "call_function" and node.target is nn.functional.hardtanh:
+    hardtanh = node.target is nn.functional.hardtanh or node.target in _ATEN_HARDTANH
+    if node.op == "call_function" and hardtanh:
         lo = node.kwargs.get("min_val", node.args[1] if len(node.args) > 1 else -1.0)
         hi = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
         return float(lo), float(hi)
