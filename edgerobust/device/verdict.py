@@ -152,14 +152,17 @@ def compare_logits(
     )
 
 
-def qdq_reference(artifact: str | Path, data: Path, files: np.ndarray) -> np.ndarray:
+def qdq_reference(
+    artifact: str | Path, data: Path, files: np.ndarray, verify: bool = True
+) -> np.ndarray:
     """The exact arithmetic of a QDQ ONNX graph on ``files`` (paths relative to ``data``): the
     graph run by onnxruntime with every graph optimization off, so no fused integer kernel of
-    this CPU takes part (see :func:`compare_logits`)."""
+    this CPU takes part (see :func:`compare_logits`). ``verify=False`` skips the manifest's
+    sha256 check (for a graph derived here from a verified one)."""
     from edgerobust.runtimes import open_artifact
     from edgerobust.runtimes.preprocess import load_input
 
-    model = open_artifact(artifact, "onnxruntime", optimize=False)
+    model = open_artifact(artifact, "onnxruntime", verify=verify, optimize=False)
     size = model.manifest.input_size
     return np.concatenate([model(load_input(data / str(f), size)) for f in files])
 
@@ -183,9 +186,6 @@ def rounding_spread(
     import onnx
     from onnx import helper, numpy_helper
 
-    from edgerobust.runtimes import open_artifact
-    from edgerobust.runtimes.preprocess import load_input
-
     artifact = Path(artifact)
     spread = 0.0
     with tempfile.TemporaryDirectory(prefix="edgerobust-spread-") as tmp:
@@ -206,9 +206,7 @@ def rounding_spread(
             path = Path(tmp) / artifact.name
             onnx.save(model, str(path))
             shutil.copyfile(artifact.with_suffix(".json"), path.with_suffix(".json"))
-            probed = open_artifact(path, "onnxruntime", verify=False, optimize=False)
-            size = probed.manifest.input_size
-            logits = np.concatenate([probed(load_input(data / str(f), size)) for f in files])
+            logits = qdq_reference(path, data, files, verify=False)
             spread = max(spread, float(np.abs(logits - reference).max()) / step)
     return spread
 
