@@ -1212,6 +1212,13 @@ def bench_attacks_cmd(
     limit: Annotated[int | None, typer.Option(help="Seeded sample of N images.")] = 48,
     seed: Annotated[int, typer.Option(help="Sample seed, the same for every run.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Attack batch size (paper: 8).")] = 8,
+    orders: Annotated[
+        int,
+        typer.Option(
+            help="Run foolbox's exact attack on N batch orders (the sample order, then seeded "
+            "shuffles) and report its own spread: its C&W/EAD stop on the batch's summed loss."
+        ),
+    ] = 1,
     strengths: Annotated[str, typer.Option(help="light, heavy or both, comma-separated.")] = (
         "light,heavy"
     ),
@@ -1243,6 +1250,7 @@ def bench_attacks_cmd(
         limit=limit,
         seed=seed,
         batch_size=batch_size,
+        orders=orders,
         strengths=("light", "heavy") if strengths == "both" else _csv(strengths) or (),
         params={k: dict(v) for k, v in params.items()},
         device=device,

@@ -368,12 +368,66 @@ def test_bench_attacks_command_compares_settled_with_foolbox(capsys, tiny, tmp_p
     assert "PGD Linf" in printed and "the accuracy goal" in printed
 
 
+def test_bench_attacks_measures_foolboxs_spread_over_batch_orders(tiny, monkeypatch) -> None:
+    """--orders N reruns foolbox on the same images dealt into batches in other seeded orders;
+    the first order is the sample order, and the record's spread is measured from the runs."""
+    import edgerobust.attacks.whitebox as whitebox
+    from edgerobust.attacks.gradbench import AttackBenchConfig, batch_orders, bench_attacks
+
+    seen: list[tuple[str, list[float]]] = []
+    craft = whitebox.craft
+
+    def spy(model, spec, x, y, eps, **kw):
+        seen.append((kw["stop"], [float(v) for v in x.reshape(len(x), -1).sum(1)]))
+        return craft(model, spec, x, y, eps, **kw)
+
+    monkeypatch.setattr(whitebox, "craft", spy)
+
+    orders = batch_orders(10, seed=0, count=3)
+    assert orders[0].tolist() == list(range(10))
+    assert all(sorted(o.tolist()) == list(range(10)) for o in orders[1:])
+    assert orders[1].tolist() != orders[2].tolist()
+    assert [o.tolist() for o in batch_orders(10, 0, 3)] == [o.tolist() for o in orders]
+
+    params = {"cw": {"steps": 10, "binary_search_steps": 3}}
+    one = bench_attacks(
+        AttackBenchConfig(str(tiny.fp32), attacks=("cw",), limit=6, batch_size=4, params=params)
+    )
+    three = bench_attacks(
+        AttackBenchConfig(
+            str(tiny.fp32), attacks=("cw",), limit=6, batch_size=4, params=params, orders=3
+        )
+    )
+    assert three["batch_orders"][0] == list(range(6)) and len(three["batch_orders"]) == 3
+    # the images each exact run dealt into batches, in the record's orders
+    sums = [v for _, b in seen[:2] for v in b]  # the first run: the sample order
+    exact = [b for stop, b in seen[6:] if stop == "exact"]  # `one` crafted 2 + 2 x 2 batches
+    for k, order in enumerate(three["batch_orders"]):
+        dealt = exact[2 * k] + exact[2 * k + 1]  # 6 images in batches of 4 and 2
+        assert dealt == pytest.approx([sums[i] for i in order], rel=0, abs=0)
+    for s, r in three["attacks"]["cw"]["strengths"].items():
+        first = one["attacks"]["cw"]["strengths"][s]
+        per_order = r["robust_accuracy_exact_orders"]
+        assert len(per_order) == 3 and per_order[0] == r["robust_accuracy_exact"]
+        assert r["robust_accuracy_exact"] == first["robust_accuracy_exact"]
+        assert first["verdict"]["within_one_image_of_an_order"] is None
+        broken = [[round((1 - v) * 6) for v in o] for o in per_order]
+        spread = [max(c) - min(c) for c in zip(*broken, strict=True)]
+        assert r["foolbox_spread_images"] == spread
+        settled = [round((1 - v) * 6) for v in r["robust_accuracy_settled"]]
+        near = all(
+            any(abs(settled[k] - b[k]) <= 1 for b in broken) for k in range(len(settled))
+        )
+        assert r["verdict"]["within_one_image_of_an_order"] is near
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["attack", "none.safetensors", "--batch-size", "0"], "auto or an integer >= 1"),
         (["attack", "none.safetensors", "--batch-size", "x"], "auto or an integer >= 1"),
         (["bench-attacks", "none.safetensors", "--attacks", "fgsm"], "fgsm has no settled"),
+        (["bench-attacks", "none.safetensors", "--orders", "0"], "--orders must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line(capsys, argv: list[str], message: str) -> None:
