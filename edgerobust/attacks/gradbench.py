@@ -284,9 +284,7 @@ def bench_lines(record: dict[str, Any]) -> list[str]:
             )
             per_order = r.get("robust_accuracy_exact_orders") or []
             if len(per_order) > 1:
-                figs = " | ".join(
-                    "  ".join(f"{100 * v:5.1f}" for v in o[1:]) for o in per_order
-                )
+                figs = " | ".join("  ".join(f"{100 * v:5.1f}" for v in o[1:]) for o in per_order)
                 near = v["within_one_image_of_an_order"]
                 lines.append(
                     f"        foolbox over {len(per_order)} batch orders: robust % {figs}; "

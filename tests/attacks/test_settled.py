@@ -415,9 +415,7 @@ def test_bench_attacks_measures_foolboxs_spread_over_batch_orders(tiny, monkeypa
         spread = [max(c) - min(c) for c in zip(*broken, strict=True)]
         assert r["foolbox_spread_images"] == spread
         settled = [round((1 - v) * 6) for v in r["robust_accuracy_settled"]]
-        near = all(
-            any(abs(settled[k] - b[k]) <= 1 for b in broken) for k in range(len(settled))
-        )
+        near = all(any(abs(settled[k] - b[k]) <= 1 for b in broken) for k in range(len(settled)))
         assert r["verdict"]["within_one_image_of_an_order"] is near
 
 
