@@ -57,6 +57,9 @@ def test_record_measurements(onnx_record, artifacts):
     lat = rec["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
     assert lat["runs"] == 20 and lat["batch"] == 1
+    c = lat["contention"]
+    assert c["p50_over_min"] == pytest.approx(lat["p50"] / lat["min"])
+    assert c["cpu_count"] >= 1 and (c["other_cores"] is None or c["other_cores"] >= 0)
     assert rec["throughput"]["images_per_s"] > 0
     art = artifacts[("onnx", "fp32")]
     assert rec["artifact"]["size_bytes"] == art.artifact.stat().st_size
@@ -142,3 +145,48 @@ def test_wilson_interval():
 def test_percentiles_are_ordered():
     p = percentiles([5.0, 1.0, 3.0, 2.0, 100.0, 4.0])
     assert p["min"] == 1.0 and p["min"] <= p["p50"] <= p["p90"] <= p["p99"] <= 100.0
+
+
+def test_cpu_window_counts_other_processes_not_this_one():
+    """A process spinning beside the timed block is counted as contention and warned about;
+    this process's own work inside the block is not (it is the latency being measured)."""
+    import subprocess
+    import sys
+    import time
+
+    from edgerobust.evaluate.cpuload import BUSY_CORES, CpuWindow
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 3: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)  # past the interpreter's start-up
+        with CpuWindow() as w:
+            time.sleep(1.5)
+    finally:
+        child.wait()
+    r = w.result(p50=30.0, fastest=10.0)
+    if r["other_cores"] is None:
+        pytest.skip("no /proc/stat on this system")
+    assert r["other_cores"] >= BUSY_CORES
+    assert r["p50_over_min"] == 3.0 and "3.0x the fastest run" in r["warning"]
+
+
+def test_cpu_window_arithmetic_and_missing_proc_stat(monkeypatch, tmp_path):
+    from edgerobust.evaluate import cpuload
+
+    busy = iter([100.0, 103.0])  # the machine: 3 s of CPU over the window
+    own = iter([10.0, 12.0])  # of which this process: 2 s
+    clock = iter([50.0, 52.0])  # over 2 s of wall time
+    monkeypatch.setattr(cpuload, "_busy_seconds", lambda: next(busy))
+    monkeypatch.setattr(cpuload, "_own_seconds", lambda: next(own))
+    monkeypatch.setattr(cpuload.time, "monotonic", lambda: next(clock))
+    with cpuload.CpuWindow() as w:
+        pass
+    r = w.result(p50=10.0, fastest=10.0)
+    assert r["other_cores"] == pytest.approx(0.5) and r["warning"]
+    monkeypatch.undo()
+    monkeypatch.setattr(cpuload, "_STAT", tmp_path / "absent")
+    with cpuload.CpuWindow() as w:
+        pass
+    r = w.result(p50=10.0, fastest=10.0)
+    assert r["other_cores"] is None and r["warning"] is None and "unavailable" in r["method"]

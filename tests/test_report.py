@@ -313,3 +313,21 @@ def test_a_study_folder_reports_only_its_latest_plan(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     ((path, _),) = load_record_files(tmp_path)
     assert path.parent.name == "train-current"
+
+
+def test_latencies_measured_on_shared_cores_are_flagged(tmp_path):
+    """An eval-device record whose latency runs shared the cores with another process is named
+    in the latency plot's headline, not silently placed on the Pareto front."""
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURES, root)
+    path = next(root.glob("eval-device-*/*.json"))
+    body = json.loads(path.read_text())
+    body["latency_ms"]["contention"] = {"other_cores": 1.8, "warning": "cores shared"}
+    path.write_text(json.dumps(body))
+    report = write_report(ReportConfig(str(root), str(tmp_path / "out")))
+    plot = next(p for p in report.plots if p.name == "latency_vs_accuracy")
+    assert "latency measured while other processes shared the cores" in plot.headline
+    assert "(cores shared)" in plot.headline
+    quiet = write_report(ReportConfig(str(FIXTURES), str(tmp_path / "quiet")))
+    plot = next(p for p in quiet.plots if p.name == "latency_vs_accuracy")
+    assert "shared the cores" not in plot.headline

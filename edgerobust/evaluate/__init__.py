@@ -39,6 +39,7 @@ from edgerobust.data import (
     open_dataset,
 )
 from edgerobust.errors import ConfigError, DataError
+from edgerobust.evaluate.cpuload import CpuWindow
 from edgerobust.evaluate.fingerprint import host_fingerprint
 from edgerobust.progress import NullReporter, Reporter
 from edgerobust.records import EvalDeviceRecord, encode_outcomes, images_digest
@@ -169,16 +170,20 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 def measure_latency(model: Runtime, x1: np.ndarray, warmup: int, runs: int) -> dict[str, Any]:
-    """Batch-1 latency of the runtime call itself, after warm-up."""
+    """Batch-1 latency of the runtime call itself, after warm-up, with the CPU time other
+    processes used meanwhile (``contention``; a warning when it likely inflated the figure)."""
     for _ in range(warmup):
         model(x1)
     samples = []
     clock = time.perf_counter
-    for _ in range(runs):
-        t0 = clock()
-        model(x1)
-        samples.append((clock() - t0) * 1e3)
-    return {**percentiles(samples), "runs": runs, "warmup": warmup, "batch": 1}
+    with CpuWindow() as window:
+        for _ in range(runs):
+            t0 = clock()
+            model(x1)
+            samples.append((clock() - t0) * 1e3)
+    stats = percentiles(samples)
+    contention = window.result(stats["p50"], stats["min"])
+    return {**stats, "runs": runs, "warmup": warmup, "batch": 1, "contention": contention}
 
 
 def domain_indices(domain: Domain, source: dict, limit: int | None) -> tuple[str, list[int]]:
@@ -303,6 +308,8 @@ def evaluate(
         else np.zeros((1, 3, size, size), np.float32)
     )
     latency = measure_latency(model, x1, cfg.warmup, cfg.latency_runs)
+    if latency["contention"]["warning"]:
+        rep.log(f"warning: {Path(cfg.artifact).name}: {latency['contention']['warning']}")
     peak, how = _peak_rss_kib()
     if cfg.attack:
         # After the memory reading, so the attack's own buffers do not count as the model's.

@@ -143,6 +143,7 @@ def plot_latency_vs_accuracy(models: Models, path: Path) -> Plot:
     """One panel per (source domain, runtime): accuracies on different targets do not compare."""
     plt = _figure()
     groups: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+    contended: list[str] = []
     for m in models.sorted():
         for ev in m.evals:
             acc = target_pooled(ev)
@@ -151,6 +152,9 @@ def plot_latency_vs_accuracy(models: Models, path: Path) -> Plot:
                 continue
             rt, art = ev.runtime, ev.artifact
             name = f"{m.label} {art['format']} {art['precision']} x{rt['threads']}"
+            if (ev.latency_ms.get("contention") or {}).get("warning"):
+                name += " (cores shared)"
+                contended.append(name)
             key = (m.source, rt["runtime"])
             groups.setdefault(key, []).append((lat, 100 * acc.value, name))
     sources = sorted({s for s, _ in groups}) or ["-"]
@@ -190,4 +194,9 @@ def plot_latency_vs_accuracy(models: Models, path: Path) -> Plot:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    if contended:
+        lines.append(
+            "latency measured while other processes shared the cores (likely inflated; rerun "
+            "eval-device on a quiet machine): " + ", ".join(contended)
+        )
     return Plot("latency_vs_accuracy", path, "; ".join(lines) or "no eval-device records")
