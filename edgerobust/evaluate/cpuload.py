@@ -62,6 +62,10 @@ class CpuWindow:
         # Tick granularity (1/CLK_TCK per core) can make a quiet window read slightly negative.
         return max(0.0, other / wall)
 
+    def own_cores(self) -> float | None:
+        wall = self._t1 - self._t0
+        return (self._own1 - self._own0) / wall if wall > 0 else None
+
     def result(self, p50: float, fastest: float) -> dict[str, Any]:
         other = self.other_cores()
         ratio = p50 / fastest if fastest > 0 else None
@@ -69,11 +73,12 @@ class CpuWindow:
         if other is not None and other >= BUSY_CORES:
             warning = (
                 f"other processes kept {other:.1f} of {os.cpu_count()} cores busy during the "
-                f"latency runs (p50 {ratio:.1f}x the fastest run): the latency is likely "
+                f"latency runs (p50 {ratio:.1f}x the fastest run): the latency may be "
                 "inflated; rerun on a quiet machine"
             )
         return {
             "other_cores": other,
+            "own_cores": self.own_cores(),
             "cpu_count": os.cpu_count(),
             "p50_over_min": ratio,
             "method": "/proc/stat busy time minus this process's CPU time"
