@@ -1228,7 +1228,12 @@ def bench_attacks_cmd(
     ] = None,
     device: Annotated[str, _DEVICE] = "auto",
     out: Annotated[
-        Path | None, typer.Option(help="Write the JSON record here.", callback=_OUT_FILE)
+        Path | None,
+        typer.Option(
+            help="Write the JSON record here. Finished batches wait in FILE.partial/ until "
+            "then: rerun the same command to resume an interrupted benchmark.",
+            callback=_OUT_FILE,
+        ),
     ] = None,
 ) -> None:
     """Settled vs foolbox's full C&W/EAD/DDN/DeepFool/PGD: robust accuracy and gradient
@@ -1240,7 +1245,12 @@ def bench_attacks_cmd(
     names = parse_attacks(attacks)
     params = parse_overrides(set_)
     require_torch("bench-attacks")
-    from edgerobust.attacks.gradbench import AttackBenchConfig, bench_attacks, bench_lines
+    from edgerobust.attacks.gradbench import (
+        AttackBenchConfig,
+        bench_attacks,
+        bench_lines,
+        partial_dir,
+    )
 
     cfg = AttackBenchConfig(
         checkpoint=str(checkpoint),
@@ -1256,8 +1266,17 @@ def bench_attacks_cmd(
         device=device,
         out=str(out) if out else None,
     )
-    with RichReporter() as rep:
-        record = bench_attacks(cfg, rep)
+    try:
+        with RichReporter() as rep:
+            record = bench_attacks(cfg, rep)
+    except KeyboardInterrupt:
+        kept = (
+            f"finished batches are kept in {partial_dir(out)}; run the same command to continue"
+            if out
+            else "nothing was kept (pass --out FILE to keep finished batches)"
+        )
+        typer.echo(f"interrupted: {kept}", err=True)
+        raise typer.Exit(130) from None
     for line in bench_lines(record):
         stdout.print(line)
     if out:

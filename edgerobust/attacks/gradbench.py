@@ -21,13 +21,21 @@ other seeded orders (the same images, seed and batch size), and the record gives
 robust accuracy, their spread in images, and whether the settled figure lies within one image of
 foolbox's under some order. The goal's verdict is still judged against the first order (the sample
 order, the one ``edgerobust attack --stop exact`` uses).
+
+With ``out`` set, each finished batch is kept in ``OUT.partial/`` (:class:`BatchStore`) until the
+record is written: rerun the same command after an interruption and only the missing batches
+are crafted. Each batch has its own seed, so the figures equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,6 +133,17 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
     ctx = RunContext(seed=cfg.seed, batch_size=cfg.batch_size, sample_ids=tuple(range(n)))
 
     orders = batch_orders(n, cfg.seed, cfg.orders)
+    import foolbox
+    import torch
+
+    versions = {"torch": torch.__version__, "foolbox": foolbox.__version__}
+    parts = None
+    if cfg.out:
+        same = {"model_sha256": ck.sha256, "files": data["files"], "seed": cfg.seed}
+        same |= {"batch_size": cfg.batch_size, "device": device.type, **versions}
+        parts = BatchStore.open(partial_dir(cfg.out), {**same, "edgerobust": __version__})
+        if parts.finished:
+            rep.log(f"resuming: {parts.finished} finished batches from {parts.folder}")
 
     def run(
         spec: FoolboxAttack, eps: tuple[float, ...], stop: str, order: int = 0
@@ -134,15 +153,29 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
         grads = np.zeros(n, np.int64)
         label = f"{spec.name} ({stop}, eps {', '.join(f'{e:g}' for e in eps[1:])}"
         task = rep.task(label + (f", batch order {order + 1})" if order else ")"), n)
-        t0 = time.perf_counter()
+        seconds = 0.0
         for bi, s in enumerate(range(0, n, cfg.batch_size)):
             b = orders[order][s : s + cfg.batch_size]
-            spec.begin_batch(ctx.seed * BATCH_SEED_STRIDE + bi)
-            c = craft(ck.model, spec, x[b], y[b], eps, device=device, overrides=settings, stop=stop)
-            success[:, b] = c.success
-            grads[b] = c.gradients
+            batch_seed = ctx.seed * BATCH_SEED_STRIDE + bi
+            key = [spec.name, settings, list(eps), stop, b.tolist(), batch_seed]
+            done = parts.get(key) if parts else None
+            if done is None:
+                t0 = time.perf_counter()
+                spec.begin_batch(batch_seed)
+                c = craft(
+                    ck.model, spec, x[b], y[b], eps, device=device, overrides=settings, stop=stop
+                )
+                done = {
+                    "success": c.success.tolist(),
+                    "gradients": c.gradients.tolist(),
+                    "seconds": time.perf_counter() - t0,
+                }
+                if parts:
+                    parts.put(key, done)
+            success[:, b] = np.asarray(done["success"], bool)
+            grads[b] = done["gradients"]
+            seconds += done["seconds"]
             rep.advance(task, len(b))
-        seconds = time.perf_counter() - t0
         rep.done(task)
         rep.log(f"{spec.name} ({stop}): {int(grads.sum())} gradient evaluations, {seconds:.1f} s")
         return {"eps": eps, "success": success, "gradients": int(grads.sum()), "seconds": seconds}
@@ -214,9 +247,6 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
             else exact_runs[0]["seconds"],
             "strengths": rows,
         }
-    import foolbox
-    import torch
-
     record = {
         "record": "bench-attacks",
         "record_version": RECORD_VERSION,
@@ -224,16 +254,13 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
         "edgerobust": __version__,
         "model": {"path": str(ck.path), "sha256": ck.sha256, "arch": ck.spec.arch},
         "input_size": ck.spec.input_size,
-        "device": {
-            "device": str(device),
-            "torch": torch.__version__,
-            "foolbox": foolbox.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "device": {"device": str(device), **versions, "threads": torch.get_num_threads()},
         "data": data,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "batch_orders": [o.tolist() for o in orders],
+        # batches read back from an interrupted run's folder; their seconds are that run's
+        "resumed_batches": parts.finished if parts else 0,
         "clean_accuracy": None,
         "attacks": attacks,
         "goal": {"max_gradient_ratio": GOAL_RATIO, "max_broken_difference": GOAL_IMAGES},
@@ -247,6 +274,7 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
         ]
     if cfg.out:
         atomic_write_json(cfg.out, record)
+        parts.remove()
     return record
 
 
@@ -294,6 +322,67 @@ def bench_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def partial_dir(out: str | Path) -> Path:
+    """Where ``--out FILE``'s finished batches wait until the record is written."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+class BatchStore:
+    """Finished batches of one benchmark, one JSON file each, so an interrupted run resumes.
+
+    A benchmark at 224 px runs for hours; each batch's answer is final once crafted (its seed is
+    the batch's own), so it is kept the moment it exists. ``same`` holds what every batch depends
+    on besides its own key (model, images, seed, batch size, device, library versions); a folder
+    written under other values is refused rather than mixed in.
+    """
+
+    def __init__(self, folder: Path, finished: int) -> None:
+        self.folder, self.finished = folder, finished
+
+    @classmethod
+    def open(cls, folder: Path, same: dict[str, Any]) -> BatchStore:
+        from edgerobust.runtimes.manifest import atomic_write_json
+
+        head = folder / "benchmark.json"
+        if head.is_file():
+            try:
+                kept = json.loads(head.read_text())
+            except (OSError, ValueError):
+                kept = {}
+            kept = kept if isinstance(kept, dict) else {}
+            if kept != json.loads(json.dumps(same)):
+                differs = sorted(k for k in same if kept.get(k) != json.loads(json.dumps(same[k])))
+                raise ConfigError(
+                    f"{folder} holds batches of another benchmark (differs in "
+                    f"{', '.join(differs) or 'its header'}): delete it, or pass another --out"
+                )
+            return cls(folder, sum(1 for _ in folder.glob("batch-*.json")))
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(head, same)
+        return cls(folder, 0)
+
+    @staticmethod
+    def _name(key: list[Any]) -> str:
+        text = json.dumps(key, sort_keys=True, default=str)
+        return "batch-" + hashlib.sha256(text.encode()).hexdigest()[:20] + ".json"
+
+    def get(self, key: list[Any]) -> dict[str, Any] | None:
+        path = self.folder / self._name(key)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # not crafted yet, or damaged: craft the batch (again)
+
+    def put(self, key: list[Any], result: dict[str, Any]) -> None:
+        from edgerobust.runtimes.manifest import atomic_write_json
+
+        atomic_write_json(self.folder / self._name(key), result)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def batch_orders(n: int, seed: int, count: int) -> list[np.ndarray]:
     """The orders images are dealt into batches in: the sample order, then ``count - 1``
     seeded shuffles (the same for every attack and run)."""
@@ -301,4 +390,11 @@ def batch_orders(n: int, seed: int, count: int) -> list[np.ndarray]:
     return [np.arange(n)] + [rng.permutation(n) for _ in range(count - 1)]
 
 
-__all__ = ["AttackBenchConfig", "batch_orders", "bench_attacks", "bench_lines"]
+__all__ = [
+    "AttackBenchConfig",
+    "BatchStore",
+    "batch_orders",
+    "bench_attacks",
+    "bench_lines",
+    "partial_dir",
+]

@@ -419,6 +419,68 @@ def test_bench_attacks_measures_foolboxs_spread_over_batch_orders(tiny, monkeypa
         assert r["verdict"]["within_one_image_of_an_order"] is near
 
 
+def test_an_interrupted_bench_attacks_resumes_from_its_finished_batches(
+    tiny, tmp_path, monkeypatch, capsys
+) -> None:
+    """With --out, each finished batch is kept in OUT.partial/; a rerun crafts only the missing
+    ones and gives the uninterrupted run's figures; the folder goes once the record exists, and
+    one written for another model is refused in one line."""
+    import json
+
+    import edgerobust.attacks.whitebox as whitebox
+    from edgerobust.attacks.gradbench import AttackBenchConfig, bench_attacks, partial_dir
+
+    params = {"cw": {"steps": 10, "binary_search_steps": 3}}
+    cfg = dict(attacks=("cw",), limit=6, batch_size=4, params=params, strengths=("light",))
+    whole = bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg))  # 2 exact + 2 settled
+
+    craft, calls = whitebox.craft, []
+
+    def interrupt_third(*a, **kw):
+        calls.append(kw["stop"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return craft(*a, **kw)
+
+    monkeypatch.setattr(whitebox, "craft", interrupt_third)
+    out = tmp_path / "bench.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
+    assert not out.exists() and len(list(partial_dir(out).glob("batch-*.json"))) == 2
+    calls.clear()
+    again = bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
+    assert calls == ["settled", "settled"]  # the two exact batches were read back
+    assert again["resumed_batches"] == 2 and not partial_dir(out).exists()
+    assert json.loads(out.read_text()) == json.loads(json.dumps(again))
+    for key in ("robust_accuracy_exact", "robust_accuracy_settled", "gradients_exact"):
+        a, b = (r["attacks"]["cw"]["strengths"]["light"][key] for r in (whole, again))
+        assert a == b, key
+
+    # the command says where the finished batches are, exits 130, no traceback
+    from edgerobust.attacks import gradbench
+    from edgerobust.cli import main
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradbench, "bench_attacks", stopped)
+    with pytest.raises(SystemExit) as info:
+        main(["bench-attacks", str(tiny.fp32), "--out", str(out)])
+    assert info.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"interrupted: finished batches are kept in {partial_dir(out)}; run the same command to continue"
+    )
+    monkeypatch.undo()
+
+    # a folder from another benchmark (here: another model) is refused, not mixed in
+    partial_dir(out).mkdir()
+    (partial_dir(out) / "benchmark.json").write_text(json.dumps({"model_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match="holds batches of another benchmark.*model_sha256"):
+        bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
