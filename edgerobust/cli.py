@@ -1272,6 +1272,8 @@ def bench_attacks_cmd(
     except KeyboardInterrupt:
         kept = (
             f"finished batches are kept in {partial_dir(out)}; run the same command to continue"
+            if out and partial_dir(out).is_dir()
+            else "no batch had finished"
             if out
             else "nothing was kept (pass --out FILE to keep finished batches)"
         )

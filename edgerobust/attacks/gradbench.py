@@ -139,11 +139,20 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
     versions = {"torch": torch.__version__, "foolbox": foolbox.__version__}
     parts = None
     if cfg.out:
-        same = {"model_sha256": ck.sha256, "files": data["files"], "seed": cfg.seed}
-        same |= {"batch_size": cfg.batch_size, "device": device.type, **versions}
-        parts = BatchStore.open(partial_dir(cfg.out), {**same, "edgerobust": __version__})
-        if parts.finished:
-            rep.log(f"resuming: {parts.finished} finished batches from {parts.folder}")
+        # what every batch's answer depends on besides its own key
+        same = {
+            "model_sha256": ck.sha256,
+            "images_sha256": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
+            "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
+            "device": device.type,
+            "threads": torch.get_num_threads(),
+            **versions,
+            "code_sha256": _code_digest(),
+        }
+        parts = BatchStore.open(partial_dir(cfg.out), same)
+        if parts.on_disk:
+            rep.log(f"resuming from {parts.folder}: {parts.on_disk} finished batches there")
 
     def run(
         spec: FoolboxAttack, eps: tuple[float, ...], stop: str, order: int = 0
@@ -260,7 +269,7 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
         "batch_size": cfg.batch_size,
         "batch_orders": [o.tolist() for o in orders],
         # batches read back from an interrupted run's folder; their seconds are that run's
-        "resumed_batches": parts.finished if parts else 0,
+        "resumed_batches": parts.resumed if parts else 0,
         "clean_accuracy": None,
         "attacks": attacks,
         "goal": {"max_gradient_ratio": GOAL_RATIO, "max_broken_difference": GOAL_IMAGES},
@@ -328,36 +337,57 @@ def partial_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def _code_digest() -> str:
+    """The attack and model code a batch was crafted with (this package's own files)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted(
+        [*root.joinpath("attacks").glob("*.py"), *root.joinpath("models").glob("*.py")]
+    ):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 class BatchStore:
     """Finished batches of one benchmark, one JSON file each, so an interrupted run resumes.
 
     A benchmark at 224 px runs for hours; each batch's answer is final once crafted (its seed is
     the batch's own), so it is kept the moment it exists. ``same`` holds what every batch depends
-    on besides its own key (model, images, seed, batch size, device, library versions); a folder
-    written under other values is refused rather than mixed in.
+    on besides its own key (model, image pixels, seed, batch size, device, threads, library
+    versions, this package's attack and model code); a folder written under other values is
+    refused rather than mixed in.
     """
 
-    def __init__(self, folder: Path, finished: int) -> None:
-        self.folder, self.finished = folder, finished
+    HEADER = "benchmark.json"
+
+    def __init__(self, folder: Path, on_disk: int) -> None:
+        self.folder, self.on_disk, self.resumed = folder, on_disk, 0
 
     @classmethod
     def open(cls, folder: Path, same: dict[str, Any]) -> BatchStore:
         from edgerobust.runtimes.manifest import atomic_write_json
 
-        head = folder / "benchmark.json"
+        same = json.loads(json.dumps(same))
+        head = folder / cls.HEADER
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file: the benchmark keeps its batches there; move it")
         if head.is_file():
             try:
                 kept = json.loads(head.read_text())
             except (OSError, ValueError):
-                kept = {}
+                kept = None
             kept = kept if isinstance(kept, dict) else {}
-            if kept != json.loads(json.dumps(same)):
-                differs = sorted(k for k in same if kept.get(k) != json.loads(json.dumps(same[k])))
+            if kept != same:
+                differs = sorted(k for k in same if kept.get(k) != same[k])
                 raise ConfigError(
                     f"{folder} holds batches of another benchmark (differs in "
                     f"{', '.join(differs) or 'its header'}): delete it, or pass another --out"
                 )
             return cls(folder, sum(1 for _ in folder.glob("batch-*.json")))
+        if folder.is_dir() and any(folder.iterdir()):
+            raise ConfigError(
+                f"{folder} has files but no {cls.HEADER}: delete it, or pass another --out"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(head, same)
         return cls(folder, 0)
@@ -368,11 +398,12 @@ class BatchStore:
         return "batch-" + hashlib.sha256(text.encode()).hexdigest()[:20] + ".json"
 
     def get(self, key: list[Any]) -> dict[str, Any] | None:
-        path = self.folder / self._name(key)
         try:
-            return json.loads(path.read_text())
+            found = json.loads((self.folder / self._name(key)).read_text())
         except (OSError, ValueError):
             return None  # not crafted yet, or damaged: craft the batch (again)
+        self.resumed += 1
+        return found
 
     def put(self, key: list[Any], result: dict[str, Any]) -> None:
         from edgerobust.runtimes.manifest import atomic_write_json

@@ -426,6 +426,7 @@ def test_an_interrupted_bench_attacks_resumes_from_its_finished_batches(
     ones and gives the uninterrupted run's figures; the folder goes once the record exists, and
     one written for another model is refused in one line."""
     import json
+    import shutil
 
     import edgerobust.attacks.whitebox as whitebox
     from edgerobust.attacks.gradbench import AttackBenchConfig, bench_attacks, partial_dir
@@ -447,6 +448,7 @@ def test_an_interrupted_bench_attacks_resumes_from_its_finished_batches(
     with pytest.raises(KeyboardInterrupt):
         bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
     assert not out.exists() and len(list(partial_dir(out).glob("batch-*.json"))) == 2
+    header = json.loads((partial_dir(out) / "benchmark.json").read_text())
     calls.clear()
     again = bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
     assert calls == ["settled", "settled"]  # the two exact batches were read back
@@ -464,20 +466,30 @@ def test_an_interrupted_bench_attacks_resumes_from_its_finished_batches(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gradbench, "bench_attacks", stopped)
-    with pytest.raises(SystemExit) as info:
-        main(["bench-attacks", str(tiny.fp32), "--out", str(out)])
-    assert info.value.code == 130
-    err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == f"interrupted: finished batches are kept in {partial_dir(out)}; run the same command to continue"
-    )
+    for kept in (False, True):
+        if kept:
+            partial_dir(out).mkdir()
+        with pytest.raises(SystemExit) as info:
+            main(["bench-attacks", str(tiny.fp32), "--out", str(out)])
+        assert info.value.code == 130
+        said = capsys.readouterr().err.strip()
+        assert said == "interrupted: " + (
+            f"finished batches are kept in {partial_dir(out)}; run the same command to continue"
+            if kept
+            else "no batch had finished"
+        )
+    partial_dir(out).rmdir()
     monkeypatch.undo()
 
-    # a folder from another benchmark (here: another model) is refused, not mixed in
+    # a folder from another benchmark (here: other pixels) is refused, not mixed in
     partial_dir(out).mkdir()
-    (partial_dir(out) / "benchmark.json").write_text(json.dumps({"model_sha256": "0" * 64}))
-    with pytest.raises(ConfigError, match="holds batches of another benchmark.*model_sha256"):
+    other = {**header, "images_sha256": "0" * 64}
+    (partial_dir(out) / "benchmark.json").write_text(json.dumps(other))
+    with pytest.raises(ConfigError, match=r"another benchmark \(differs in images_sha256\)"):
+        bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
+    shutil.rmtree(partial_dir(out))
+    partial_dir(out).write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
         bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
 
 
