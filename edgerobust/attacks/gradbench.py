@@ -167,7 +167,7 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
             b = orders[order][s : s + cfg.batch_size]
             batch_seed = ctx.seed * BATCH_SEED_STRIDE + bi
             key = [spec.name, settings, list(eps), stop, b.tolist(), batch_seed]
-            done = parts.get(key) if parts else None
+            done = parts.get(key, (len(eps), len(b))) if parts else None
             if done is None:
                 t0 = time.perf_counter()
                 spec.begin_batch(batch_seed)
@@ -397,11 +397,17 @@ class BatchStore:
         text = json.dumps(key, sort_keys=True, default=str)
         return "batch-" + hashlib.sha256(text.encode()).hexdigest()[:20] + ".json"
 
-    def get(self, key: list[Any]) -> dict[str, Any] | None:
+    def get(self, key: list[Any], shape: tuple[int, int]) -> dict[str, Any] | None:
+        """The batch's kept answer (``success`` of ``shape`` = eps x images), or None when it
+        was not crafted yet or its file does not hold such an answer (then it is crafted again)."""
         try:
             found = json.loads((self.folder / self._name(key)).read_text())
-        except (OSError, ValueError):
-            return None  # not crafted yet, or damaged: craft the batch (again)
+            ok = np.asarray(found["success"], bool).shape == shape
+            ok = ok and len(found["gradients"]) == shape[1] and found["seconds"] >= 0
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not ok:
+            return None
         self.resumed += 1
         return found
 

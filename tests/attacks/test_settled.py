@@ -453,6 +453,15 @@ def test_an_interrupted_bench_attacks_resumes_from_its_finished_batches(
     again = bench_attacks(AttackBenchConfig(str(tiny.fp32), **cfg, out=str(out)))
     assert calls == ["settled", "settled"]  # the two exact batches were read back
     assert again["resumed_batches"] == 2 and not partial_dir(out).exists()
+    # a kept batch that does not hold an answer of the right shape is crafted again
+    from edgerobust.attacks.gradbench import BatchStore
+
+    store = BatchStore.open(tmp_path / "store", {"a": 1})
+    store.put(["k"], {"success": [[True, False]], "gradients": [3, 4], "seconds": 1.0})
+    assert store.get(["k"], (1, 2)) is not None and store.resumed == 1
+    assert store.get(["k"], (2, 2)) is None and store.get(["other"], (1, 2)) is None
+    (store.folder / store._name(["k"])).write_text('{"success": 1}')
+    assert store.get(["k"], (1, 2)) is None and store.resumed == 1
     assert json.loads(out.read_text()) == json.loads(json.dumps(again))
     for key in ("robust_accuracy_exact", "robust_accuracy_settled", "gradients_exact"):
         a, b = (r["attacks"]["cw"]["strengths"]["light"][key] for r in (whole, again))
