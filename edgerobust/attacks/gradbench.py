@@ -220,6 +220,10 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
                 "robust_accuracy_settled": [float(v) for v in 1 - settled["success"].mean(1)],
                 "broken_minus_exact": [int(d) for d in diff],
                 "images_differing": [int(v) for v in (settled["success"] != ref).sum(1)],
+                # which ones, per eps: positions in the sample (``data.files`` names them)
+                "differing_images": [
+                    np.flatnonzero(row).tolist() for row in settled["success"] != ref
+                ],
                 "gradients_exact": exact["gradients"],
                 "seconds_exact": exact["seconds"],
                 "gradients_settled": settled["gradients"],

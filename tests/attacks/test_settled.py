@@ -355,6 +355,9 @@ def test_bench_attacks_command_compares_settled_with_foolbox(capsys, tiny, tmp_p
             assert r["eps"] == [0.0, get(name).eps(s)[0]]
             assert r["gradient_ratio"] == r["gradients_settled"] / a["gradients_exact"]
             assert r["robust_accuracy_exact"][0] == r["robust_accuracy_settled"][0]  # eps 0
+            differ = r["differing_images"]  # which images, by position in the sample
+            assert [len(d) for d in differ] == r["images_differing"] and differ[0] == []
+            assert all(0 <= i < 6 for d in differ for i in d)
     assert rec["attacks"]["ddn"]["gradients_exact"] == 6 * 10  # DDN has no early stop
     # PGD: an exact run per strength (its random starts follow the sweep), eps 0 and one budget
     pgd = rec["attacks"]["pgd"]
