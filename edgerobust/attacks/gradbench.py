@@ -323,6 +323,16 @@ def bench_lines(record: dict[str, Any]) -> list[str]:
                 f"{r['gradients_settled']} gradients = {r['gradient_ratio']:.3f} of foolbox's, "
                 f"{r['seconds_settled']:.1f} s: {'meets' if ok else 'misses'} {goal}"
             )
+            differ = [
+                f"eps {e:g}: {', '.join(map(str, d))}"
+                for e, d in zip(eps, r.get("differing_images", [])[1:], strict=False)
+                if d
+            ]
+            if differ:
+                lines.append(
+                    f"        images answered differently (sample positions; the record's "
+                    f"data.files names them): {'; '.join(differ)}"
+                )
             per_order = r.get("robust_accuracy_exact_orders") or []
             if len(per_order) > 1:
                 figs = " | ".join("  ".join(f"{100 * v:5.1f}" for v in o[1:]) for o in per_order)

@@ -561,3 +561,43 @@ def test_trace_has_one_row_per_finished_constant(toy, name: str) -> None:
             math.isinf(rows[-1]["best"]) and math.isinf(found.norms[i])
         )
         assert any(r["found"] for r in rows) == math.isfinite(found.norms[i])
+
+
+def test_bench_lines_name_the_images_settled_and_foolbox_answer_differently() -> None:
+    from edgerobust.attacks.gradbench import bench_lines
+
+    def strength(eps: float, differ: list[int]) -> dict:
+        return {
+            "eps": [0.0, eps],
+            "robust_accuracy_exact": [0.75, 0.5],
+            "robust_accuracy_settled": [0.75, 0.5 - len(differ) / 8],
+            "broken_minus_exact": [0, len(differ)],
+            "images_differing": [0, len(differ)],
+            "differing_images": [[], differ],
+            "gradients_exact": 100,
+            "gradients_settled": 20,
+            "gradient_ratio": 0.2,
+            "seconds_settled": 1.0,
+            "verdict": {"same_within_one_image": len(differ) <= 1, "at_most_one_third": True},
+        }
+
+    record = {
+        "model": {"arch": "tiny"},
+        "input_size": 32,
+        "data": {"domain": "photo", "split": "val", "n": 8},
+        "batch_size": 8,
+        "seed": 0,
+        "clean_accuracy": 0.75,
+        "attacks": {
+            "ead": {
+                "title": "EAD L1",
+                "gradients_exact": 100,
+                "seconds_exact": 5.0,
+                "strengths": {"light": strength(1.0, []), "heavy": strength(10.0, [2, 5])},
+            }
+        },
+    }
+    lines = bench_lines(record)
+    named = [ln for ln in lines if "answered differently" in ln]
+    assert len(named) == 1 and named[0].endswith("eps 10: 2, 5")
+    assert "misses the goal" in lines[lines.index(named[0]) - 1]
