@@ -6,14 +6,16 @@ batch-norm into the convolutions. The batch axis is dynamic.
 
 int8 is configured for the CPU that will run it (``--target``, :data:`TARGETS`), after
 ``quant_pre_process``. What is fast differs by CPU: onnxruntime fuses a QDQ convolution or addition
-into an integer kernel only where that kernel exists for the activation type. On x86 without VNNI
-s8 activations are not fused (11 of ResNet-18's 20 convolutions and all 8 residual additions ran
-as dequantize -> fp32 op -> quantize here), u8 activations are (20 ``QLinearConv``, 8
-``QLinearAdd``): about twice as fast. With VNNI or ARM's dot product, s8s8 is onnxruntime's first
-choice. ``--tune`` measures the candidates on this host instead (:mod:`.int8tune`); when int8
-breaks the model, the accuracy-aware fallback keeps the most sensitive layers in fp32
-(:mod:`edgerobust.compress.fallback`). Every configuration corrects each layer's bias for the mean
-output shift its int8 weights cause (:func:`bias_corrections`): what EfficientNet-Lite needed.
+into an integer kernel only where that kernel exists for the activation type. On x86 s8
+activations are not fused, with or without VNNI (onnxruntime's QDQ fusion admits s8 activations
+only in ARM builds: 11 of ResNet-18's 20 convolutions and all 8 residual additions ran as
+dequantize -> fp32 op -> quantize on an AVX2 host, every convolution and addition of the test
+graphs on an AVX-512 VNNI one); u8 activations are (20 ``QLinearConv``, 8 ``QLinearAdd``): about
+twice as fast. On ARM s8s8 is onnxruntime's first choice. ``--tune`` measures the candidates on
+this host instead (:mod:`.int8tune`); when int8 breaks the model, the accuracy-aware fallback
+keeps the most sensitive layers in fp32 (:mod:`edgerobust.compress.fallback`). Every configuration
+corrects each layer's bias for the mean output shift its int8 weights cause
+(:func:`bias_corrections`): what EfficientNet-Lite needed.
 """
 
 from __future__ import annotations
@@ -125,9 +127,10 @@ TARGETS: dict[str, Target] = {
         Target(
             "x86-vnni",
             "x86-64 with AVX-512 VNNI or AVX-VNNI (Intel Cascade Lake and later, AMD Zen 4+)",
-            _S8S8,
-            "VNNI sums int8 products in 32 bits (no saturation) and onnxruntime fuses s8 "
-            "activations there: s8s8 QDQ, onnxruntime's first choice",
+            Int8Config(activations="u8", weights="s8"),
+            "onnxruntime fuses QDQ Conv/Add into integer kernels on x86 only for u8 "
+            "activations, VNNI or not (s8 ones stay dequantize -> fp32 op -> quantize); VNNI "
+            "(VPDPBUSD) sums u8 x s8 products in 32 bits, so weights keep all 8 bits",
         ),
         Target(
             "arm64",
