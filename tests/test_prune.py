@@ -330,9 +330,11 @@ def test_pruned_model_exports_everywhere_and_runs_in_both_runtimes(
     from edgerobust.evaluate import EvalConfig, evaluate
 
     ckpt = load_checkpoint(pruned["checkpoint"])
-    # Stacking: PTSQ on the pruned model keeps its widths.
+    # Stacking: PTSQ on the pruned model keeps its widths. Its gate on 10 validation images
+    # depends on the host's int8 kernels (9 of 10 agreed on an AVX-512 VNNI host, 10 on AVX2),
+    # which says nothing about stacking: keep it (force), as the exports below do.
     q = quantize_checkpoint(
-        QuantizeConfig(pruned["checkpoint"], engine="x86", out=str(tmp_path / "int8"))
+        QuantizeConfig(pruned["checkpoint"], engine="x86", out=str(tmp_path / "int8"), force=True)
     )
     assert read_spec(q["checkpoint"]).widths == ckpt.spec.widths
     _, images, val = origin_images(ckpt.spec.origin, "val", 32)
