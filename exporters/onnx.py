@@ -6,16 +6,16 @@ batch-norm into the convolutions. The batch axis is dynamic.
 
 int8 is configured for the CPU that will run it (``--target``, :data:`TARGETS`), after
 ``quant_pre_process``. What is fast differs by CPU: onnxruntime fuses a QDQ convolution or addition
-into an integer kernel only where that kernel exists for the activation type. On x86 s8
-activations are not fused, with or without VNNI (onnxruntime's QDQ fusion admits s8 activations
-only in ARM builds: 11 of ResNet-18's 20 convolutions and all 8 residual additions ran as
-dequantize -> fp32 op -> quantize on an AVX2 host, every convolution and addition of the test
-graphs on an AVX-512 VNNI one); u8 activations are (20 ``QLinearConv``, 8 ``QLinearAdd``): about
-twice as fast. On ARM s8s8 is onnxruntime's first choice. ``--tune`` measures the candidates on
-this host instead (:mod:`.int8tune`); when int8 breaks the model, the accuracy-aware fallback
-keeps the most sensitive layers in fp32 (:mod:`edgerobust.compress.fallback`). Every configuration
-corrects each layer's bias for the mean output shift its int8 weights cause
-(:func:`bias_corrections`): what EfficientNet-Lite needed.
+into an integer kernel only where that kernel exists for the activation type. On x86, with or
+without VNNI, s8 activations are left out of most fusions (onnxruntime's QDQ fusion admits s8
+activations only in ARM builds): 11 of ResNet-18's 20 convolutions and all 8 residual additions
+ran as dequantize -> fp32 op -> quantize, on an AVX2 host and again on an AVX-512 VNNI one. u8
+activations are fused (20 ``QLinearConv``, 8 ``QLinearAdd``): about twice as fast on AVX2, 2.7x
+faster than s8s8 with VNNI. On ARM s8s8 is onnxruntime's first choice. ``--tune`` measures the
+candidates on this host instead (:mod:`.int8tune`); when int8 breaks the model, the
+accuracy-aware fallback keeps the most sensitive layers in fp32
+(:mod:`edgerobust.compress.fallback`). Every configuration corrects each layer's bias for the mean
+output shift its int8 weights cause (:func:`bias_corrections`): what EfficientNet-Lite needed.
 """
 
 from __future__ import annotations
