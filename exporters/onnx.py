@@ -119,10 +119,10 @@ TARGETS: dict[str, Target] = {
             "x86",
             "x86-64 with AVX2, no VNNI (e.g. AMD Zen 1-3, Intel before Cascade Lake)",
             Int8Config(activations="u8", weights="s8", reduce_range=True),
-            "without VNNI onnxruntime fuses QDQ Conv/Add into integer kernels only for u8 "
-            "activations (s8 ones stay dequantize -> fp32 op -> quantize); its u8 x s8 kernel "
-            "(VPMADDUBSW) sums pairs of products in 16 bits with saturation, so weights are "
-            "quantized to 7 bits (reduce_range), which no pair can saturate",
+            "on x86, VNNI or not, onnxruntime fuses QDQ Conv/Add into integer kernels only for "
+            "u8 activations (s8 ones stay dequantize -> fp32 op -> quantize); without VNNI its "
+            "u8 x s8 kernel (VPMADDUBSW) sums pairs of products in 16 bits with saturation, so "
+            "weights are quantized to 7 bits (reduce_range), which no pair can saturate",
         ),
         Target(
             "x86-vnni",
@@ -130,7 +130,8 @@ TARGETS: dict[str, Target] = {
             Int8Config(activations="u8", weights="s8"),
             "onnxruntime fuses QDQ Conv/Add into integer kernels on x86 only for u8 "
             "activations, VNNI or not (s8 ones stay dequantize -> fp32 op -> quantize); VNNI "
-            "(VPDPBUSD) sums u8 x s8 products in 32 bits, so weights keep all 8 bits",
+            "(VPDPBUSD) sums u8 x s8 products in 32 bits, so weights keep all 8 bits (on x86 "
+            "without VNNI such a file saturates: use --target x86 there)",
         ),
         Target(
             "arm64",

@@ -30,7 +30,7 @@ def test_precisions_side_by_side(trained, synthetic_root):
     labels = list(rows)
     assert labels[:2] == ["torch fp32 eager", "onnxruntime fp32"]
     assert sum(label.startswith("onnxruntime int8") for label in labels) in (1, 2)
-    assert any("s8s8" in label for label in labels)  # onnxruntime's first choice, for contrast
+    assert any("s8s8" in label for label in labels)  # ARM's first choice, for contrast on x86
     assert {"lite fp32"} <= set(labels) and any(label.startswith("lite int8") for label in labels)
     assert rows["onnxruntime fp32"]["speedup_vs_onnxruntime_fp32"] == pytest.approx(1.0)
     assert rows["onnxruntime fp32"]["top1_agreement_vs_torch_fp32"] == 1.0
