@@ -323,15 +323,17 @@ def bench_lines(record: dict[str, Any]) -> list[str]:
                 f"{r['gradients_settled']} gradients = {r['gradient_ratio']:.3f} of foolbox's, "
                 f"{r['seconds_settled']:.1f} s: {'meets' if ok else 'misses'} {goal}"
             )
+            files = d.get("files") or []
             differ = [
-                f"eps {e:g}: {', '.join(map(str, d))}"
-                for e, d in zip(eps, r.get("differing_images", [])[1:], strict=False)
-                if d
+                f"eps {e:g}: "
+                + ", ".join(f"{i} ({files[i]})" if i < len(files) else str(i) for i in ids)
+                for e, ids in zip(eps, r.get("differing_images", [])[1:], strict=False)
+                if ids
             ]
             if differ:
                 lines.append(
-                    f"        images answered differently (sample positions; the record's "
-                    f"data.files names them): {'; '.join(differ)}"
+                    f"        images answered differently (sample position, file): "
+                    f"{'; '.join(differ)}"
                 )
             per_order = r.get("robust_accuracy_exact_orders") or []
             if len(per_order) > 1:

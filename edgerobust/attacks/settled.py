@@ -59,10 +59,10 @@ Let ``b`` be an image's best adversarial norm so far, and ``E`` the positive eps
    (EAD's earlier rule, "bracketed and best L1 above 2 eps", is gone: its best L1 at the
    bracket was up to 18x the final one on Lite0.) EAD's certificate is weak where the L1
    budget is large and the image's perturbations spread thinly (``||d||_2^2`` far below
-   ``||d||_1``): at L1 eps 10 on a 224-px EfficientNet-Lite0, constants that found nothing
-   reached elastic-net losses of 3.5-10 on the images that end robust, against the 10.1
-   needed, so 21 of those 25 images ran the whole search and settled spent about half of
-   foolbox's gradients (README, "Measured on this project's machine"). The other searches:
+   ``||d||_1``): at L1 eps 10 on a 224-px EfficientNet-Lite0, on 21 of the 25 images that
+   end robust, constants that found nothing reached only 3.5-10 against the 10.1 needed, so
+   those 21 ran the whole search and settled spent about half of foolbox's gradients (README,
+   "Measured on this project's machine"). The other searches:
 
    * DDN's perturbation norm is its radius, which shrinks by at most ``1 - gamma`` a step: once
      ``radius * (1 - gamma) ** steps_left > eps``, no later candidate is within eps (clipping to

@@ -584,7 +584,12 @@ def test_bench_lines_name_the_images_settled_and_foolbox_answer_differently() ->
     record = {
         "model": {"arch": "tiny"},
         "input_size": 32,
-        "data": {"domain": "photo", "split": "val", "n": 8},
+        "data": {
+            "domain": "photo",
+            "split": "val",
+            "n": 8,
+            "files": [f"f{i}.jpg" for i in range(8)],
+        },
         "batch_size": 8,
         "seed": 0,
         "clean_accuracy": 0.75,
@@ -599,5 +604,5 @@ def test_bench_lines_name_the_images_settled_and_foolbox_answer_differently() ->
     }
     lines = bench_lines(record)
     named = [ln for ln in lines if "answered differently" in ln]
-    assert len(named) == 1 and named[0].endswith("eps 10: 2, 5")
+    assert len(named) == 1 and named[0].endswith("eps 10: 2 (f2.jpg), 5 (f5.jpg)")
     assert "misses the goal" in lines[lines.index(named[0]) - 1]
