@@ -242,6 +242,23 @@ def test_executable_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"edgerobust {__version__}"
 
 
+def test_python_dash_m_is_the_same_command_line(tmp_path):
+    proc = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "edgerobust", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"edgerobust {__version__}"
+    proc = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "edgerobust", "data", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "nope" in proc.stderr
+
+
 def test_executable_missing_data_has_no_traceback(tmp_path):
     proc = _exe("data", tmp_path / "nope")
     assert proc.returncode == 2
