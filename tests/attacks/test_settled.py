@@ -606,3 +606,33 @@ def test_bench_lines_name_the_images_settled_and_foolbox_answer_differently() ->
     named = [ln for ln in lines if "answered differently" in ln]
     assert len(named) == 1 and named[0].endswith("eps 10: 2 (f2.jpg), 5 (f5.jpg)")
     assert "misses the goal" in lines[lines.index(named[0]) - 1]
+
+
+def test_ddn_does_not_settle_robust_a_search_that_never_reached_the_boundary() -> None:
+    """DDN's radius shrinks by at most ``1 - gamma`` a step, so in 20 steps from radius 1 it
+    cannot get below ~0.4. A linear model whose boundary lies 0.01 away keeps every candidate
+    adversarial; foolbox's best then has L2 ~0.4 and, shrunk to eps 0.1, is still adversarial:
+    broken. The radius floor alone (0.4 > 0.1) would have called it robust at the first step."""
+    from torch import nn
+
+    from edgerobust.attacks.settled import ddn_search, judge
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 8, 8) * 0.5 + 0.25
+    w = torch.randn(3 * 8 * 8)
+    lin = nn.Linear(3 * 8 * 8, 2)
+    with torch.no_grad():
+        lin.weight[0] = w
+        lin.weight[1] = 0
+        lin.bias[0] = 0.01 * w.norm() - w @ x.flatten()  # class 0 by a margin of L2 0.01
+        lin.bias[1] = 0
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    y = torch.zeros(1, dtype=torch.long)
+    eps = (0.0, 0.1)
+    settings = get("ddn").with_params(SMALL["ddn"])
+    _, ref = _foolbox(get("ddn"), settings, model, x, y, eps)
+    assert ref.tolist() == [[False], [True]]
+    found = ddn_search(model, x, y, eps, stop="settled", **settings)
+    _, success = judge(model, x, y, found.best, eps, "l2")
+    assert torch.equal(success, ref)
+    assert found.norms[0] > 0.3  # the best is far above eps: it is the shrink that breaks it
