@@ -241,8 +241,9 @@ def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_results(finish
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists()  # it really was cut off mid-study
-    unfinished = [d for d in stages.iterdir() if not (d / DONE).is_file()]
-    assert len([d for d in stages.iterdir() if (d / DONE).is_file()]) < 10
+    folders = [d for d in stages.iterdir() if not d.name.startswith(".")]  # not the staging
+    unfinished = [d for d in folders if not (d / DONE).is_file()]
+    assert len([d for d in folders if (d / DONE).is_file()]) < 10
     assert all((d / INCOMPLETE).is_file() for d in unfinished)
 
     # 3. Start again: the study completes, nothing finished is redone ...
@@ -252,6 +253,54 @@ def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_results(finish
     assert not list(stages.rglob(INCOMPLETE))
     # ... and every figure, weight and artifact equals the uninterrupted run's.
     assert results_of(out, study) == results_of(reference, study)
+
+
+@pytest.mark.parametrize("where", ["marker", "delete"])
+def test_a_stage_folder_never_exists_without_its_marker(tmp_path, monkeypatch, where):
+    """A kill while a stage folder is being made (before its INCOMPLETE marker is written) or
+    while an unfinished attempt is being deleted must not leave a folder whose records a
+    report would read as final: both happen under ``.staging`` and are renamed."""
+    from pathlib import Path as P
+
+    from edgerobust.report.records import load_record_files
+    from edgerobust.study import store
+
+    stages = tmp_path / "stages"
+    folder = stages / "attack-0123"
+    record = {"record": "attack", "record_version": 1}
+    if where == "delete":  # an unfinished attempt of a stage that cannot resume, with a record
+        folder.mkdir(parents=True)
+        (folder / INCOMPLETE).write_text("x")
+        (folder / "attack.json").write_text(json.dumps(record))
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*a, **k):
+        raise Killed
+
+    if where == "marker":
+        real = P.write_text
+        monkeypatch.setattr(
+            P,
+            "write_text",
+            lambda self, *a, **k: killed() if self.name == INCOMPLETE else real(self, *a, **k),
+        )
+    else:  # killed part-way through deleting: the marker already gone, the record not yet
+
+        def partly(path, *a, **k):
+            (P(path) / INCOMPLETE).unlink()
+            killed()
+
+        monkeypatch.setattr(store.shutil, "rmtree", partly)
+    with pytest.raises(Killed):
+        store._open_folder(folder, keep=False)
+    monkeypatch.undo()
+    assert not folder.exists()
+    assert load_record_files(tmp_path) == []  # the deleted attempt's record is not read
+    store._open_folder(folder, keep=False)  # the next attempt cleans up after the killed one
+    assert (folder / INCOMPLETE).is_file() and not list(folder.glob("*.json"))
+    assert not list((stages / store.STAGING).iterdir())
 
 
 def test_a_failed_stage_skips_its_dependents_and_the_rest_completes(

@@ -91,6 +91,8 @@ def load_record_files(
         if any(parent in skip for parent in path.parents):
             continue
         rel = path.relative_to(root).parts
+        if any(part.startswith(".") for part in rel[:-1]):
+            continue  # a runner's scratch folder (a stage being made or deleted), never records
         if current is not None and len(rel) > 2 and rel[0] == "stages" and rel[1] not in current:
             continue  # a stage of an earlier version of the study (a setting changed since)
         try:

@@ -16,6 +16,8 @@ from edgerobust.study.stage import Stage, StageOutput, get_stage_kind
 
 DONE = "done.json"
 INCOMPLETE = ".incomplete"
+STAGING = ".staging"
+_MARKER_TEXT = "this stage has not finished; its records are not final\n"
 LOG_NAME = "study.log"
 SUMMARY_NAME = "summary.json"
 
@@ -69,10 +71,7 @@ def execute_stage(
 ) -> StageOutput:
     """Run one stage into ``folder`` and commit it with ``done.json``; raises on failure."""
     adapter = get_stage_kind(kind)
-    if folder.exists() and not adapter.resumable:
-        shutil.rmtree(folder)  # an unfinished attempt of a stage that cannot resume
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / INCOMPLETE).write_text("this stage has not finished; its records are not final\n")
+    _open_folder(folder, keep=adapter.resumable)
     _set_torch_threads(threads)
     t0 = time.perf_counter()
     record_path = Path(adapter.run(settings, inputs, folder, reporter))
@@ -96,6 +95,32 @@ def execute_stage(
     out = load_output(folder)
     assert out is not None
     return out
+
+
+def _open_folder(folder: Path, *, keep: bool) -> None:
+    """Make ``folder`` ready for a stage to run in, marked INCOMPLETE, such that a process
+    killed at any moment never leaves it holding records without the marker (a report would
+    read them as final). A new folder is made, marker and all, under a staging name and renamed
+    into place; an unfinished attempt of a stage that cannot resume (``keep`` false) is renamed
+    away before it is deleted. Both renames are atomic: the staging folder, ``.staging`` beside
+    the stage folders, is on the same file system. Dot-folders are never read as stages or
+    records."""
+    staging = folder.parent / STAGING
+    for old in staging.glob(f"{folder.name}.*"):  # left by an attempt that was killed
+        shutil.rmtree(old, ignore_errors=True)
+    if folder.exists() and not keep:
+        staging.mkdir(parents=True, exist_ok=True)
+        trash = staging / f"{folder.name}.old"
+        folder.replace(trash)
+        shutil.rmtree(trash)
+    if folder.exists():
+        (folder / INCOMPLETE).write_text(_MARKER_TEXT)
+        return
+    staging.mkdir(parents=True, exist_ok=True)
+    fresh = staging / f"{folder.name}.new"
+    fresh.mkdir()
+    (fresh / INCOMPLETE).write_text(_MARKER_TEXT)
+    fresh.replace(folder)
 
 
 def _set_torch_threads(threads: int) -> None:
