@@ -33,6 +33,11 @@ from typing import Any, ClassVar, TypeVar, Union
 from edgerobust.errors import ConfigError
 from edgerobust.registry import Registry
 
+#: A folder holding this file has not finished: its records are not final (the study's stages).
+INCOMPLETE = ".incomplete"
+#: Where a study makes and deletes stage folders; nothing under it is a record.
+STAGING = ".staging"
+
 R = TypeVar("R", bound="Record")
 
 

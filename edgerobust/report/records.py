@@ -17,6 +17,8 @@ from edgerobust.errors import ConfigError
 from edgerobust.exporters import get_exporter, list_exporters
 from edgerobust.models import list_archs
 from edgerobust.records import (
+    INCOMPLETE,
+    STAGING,
     AttackFigureRecord,
     AttackRecord,
     CorruptionRecord,
@@ -44,7 +46,6 @@ RECORD_KINDS = (
     "attack",
     "corruptions",
 )
-INCOMPLETE = ".incomplete"
 METHOD_ORDER = ("-", "FP", "KD", "PTSQ", "imported")
 # Tables 4 and 5: the paper's column order and names.
 ATTACK_COLUMNS = (
@@ -91,8 +92,8 @@ def load_record_files(
         if any(parent in skip for parent in path.parents):
             continue
         rel = path.relative_to(root).parts
-        if any(part.startswith(".") for part in rel[:-1]):
-            continue  # a runner's scratch folder (a stage being made or deleted), never records
+        if STAGING in rel[:-1]:
+            continue  # a study's scratch folder (a stage being made or deleted), never records
         if current is not None and len(rel) > 2 and rel[0] == "stages" and rel[1] not in current:
             continue  # a stage of an earlier version of the study (a setting changed since)
         try:

@@ -11,12 +11,11 @@ from typing import Any
 
 import edgerobust.study.stages  # noqa: F401 - registers the stage adapters
 from edgerobust.progress import Reporter
+from edgerobust.records import INCOMPLETE, STAGING
 from edgerobust.runtimes.manifest import atomic_write_json
 from edgerobust.study.stage import Stage, StageOutput, get_stage_kind
 
 DONE = "done.json"
-INCOMPLETE = ".incomplete"
-STAGING = ".staging"
 _MARKER_TEXT = "this stage has not finished; its records are not final\n"
 LOG_NAME = "study.log"
 SUMMARY_NAME = "summary.json"
@@ -103,21 +102,21 @@ def _open_folder(folder: Path, *, keep: bool) -> None:
     read them as final). A new folder is made, marker and all, under a staging name and renamed
     into place; an unfinished attempt of a stage that cannot resume (``keep`` false) is renamed
     away before it is deleted. Both renames are atomic: the staging folder, ``.staging`` beside
-    the stage folders, is on the same file system. Dot-folders are never read as stages or
-    records."""
+    the stage folders, is on the same file system. The report never reads records under a
+    ``.staging`` folder."""
     staging = folder.parent / STAGING
-    for old in staging.glob(f"{folder.name}.*"):  # left by an attempt that was killed
-        shutil.rmtree(old, ignore_errors=True)
+    fresh, trash = staging / f"{folder.name}.new", staging / f"{folder.name}.old"
+    for left in (fresh, trash):  # left by an attempt that was killed
+        if left.exists():
+            shutil.rmtree(left)
     if folder.exists() and not keep:
         staging.mkdir(parents=True, exist_ok=True)
-        trash = staging / f"{folder.name}.old"
         folder.replace(trash)
         shutil.rmtree(trash)
     if folder.exists():
         (folder / INCOMPLETE).write_text(_MARKER_TEXT)
         return
     staging.mkdir(parents=True, exist_ok=True)
-    fresh = staging / f"{folder.name}.new"
     fresh.mkdir()
     (fresh / INCOMPLETE).write_text(_MARKER_TEXT)
     fresh.replace(folder)
