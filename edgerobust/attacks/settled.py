@@ -595,9 +595,9 @@ def ddn_search(
         delta[ai] = torch.clamp(x[ai] + step, 0, 1) - x[ai]
         judged = np.where(found_any[a], best_l2[ai].double().cpu().numpy(), np.inf)
         rule.broken(a, judged)
-        # the smallest radius any later candidate can have; only once the search has located
-        # the boundary (adversarial, then not): a search still shrinking at its fastest rate
-        # may end with a best whose shrink to eps foolbox's judgement still finds adversarial
+        # the smallest radius any later candidate can have; only once the search has crossed
+        # the boundary and back (adversarial, then not): a search still shrinking at its
+        # fastest rate may end with a best that foolbox's judgement, shrunk to eps, still breaks
         floor = radius[ai].double().cpu().numpy() * (1 - gamma) ** (steps - i - 2)
         above = (floor[:, None] > margin * rule.eps[None, :]) & bounced[a][:, None]
         if rule.settle:
