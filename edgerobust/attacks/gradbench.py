@@ -214,16 +214,15 @@ def bench_attacks(cfg: AttackBenchConfig, reporter: Reporter | None = None) -> d
             diff = settled["success"].sum(1) - ref.sum(1)
             ratio = settled["gradients"] / max(1, exact["gradients"])
             broken = np.array([r["success"][k].sum(1) for r in runs])  # (orders, eps)
+            differ = settled["success"] != ref  # (eps, images)
             rows[s] = {
                 "eps": list(eps),
                 "robust_accuracy_exact": [float(v) for v in 1 - ref.mean(1)],
                 "robust_accuracy_settled": [float(v) for v in 1 - settled["success"].mean(1)],
                 "broken_minus_exact": [int(d) for d in diff],
-                "images_differing": [int(v) for v in (settled["success"] != ref).sum(1)],
+                "images_differing": [int(v) for v in differ.sum(1)],
                 # which ones, per eps: positions in the sample (``data.files`` names them)
-                "differing_images": [
-                    np.flatnonzero(row).tolist() for row in settled["success"] != ref
-                ],
+                "differing_images": [np.flatnonzero(row).tolist() for row in differ],
                 "gradients_exact": exact["gradients"],
                 "seconds_exact": exact["seconds"],
                 "gradients_settled": settled["gradients"],
